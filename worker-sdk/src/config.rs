@@ -1,0 +1,153 @@
+//! Layered configuration for every plantd process (DESIGN.md §3), built on `figment`.
+//!
+//! Precedence, highest first: command-line overrides, environment (`PLANTD_<SERVICE>_<KEY>`, nested
+//! keys joined with `__`), a YAML config file, then the type's `Default`. No file is required. The
+//! file is `--config FILE`, else `PLANTD_<SERVICE>_CONFIG`, else the first `<service>.yaml` found in
+//! `.`, `~/.config/plantd/` and `/etc/plantd/`.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A config file named explicitly does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// A value has the wrong type, a file is not valid YAML, and so on.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+/// The environment prefix of a service: `broker` → `PLANTD_BROKER_`.
+pub fn env_prefix(service: &str) -> String {
+    format!("PLANTD_{}_", service.to_uppercase().replace('-', "_"))
+}
+
+/// Finds the config file for `service`: `explicit`, else `PLANTD_<SERVICE>_CONFIG`, else the first
+/// `<service>.yaml` in the search path. An explicit or env-named file must exist.
+pub fn find_file(service: &str, explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    let named = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(format!("{}CONFIG", env_prefix(service))).map(PathBuf::from));
+    if let Some(path) = named {
+        return if path.is_file() {
+            Ok(Some(path))
+        } else {
+            Err(ConfigError::MissingFile(path))
+        };
+    }
+    let name = format!("{service}.yaml");
+    let mut dirs = vec![PathBuf::from(".")];
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".config/plantd"));
+    }
+    dirs.push(PathBuf::from("/etc/plantd"));
+    Ok(dirs
+        .into_iter()
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file()))
+}
+
+/// Loads `T` for `service` with the full precedence chain. `overrides` is usually a struct of
+/// `Option` fields from clap with `#[serde(skip_serializing_if = "Option::is_none")]`.
+pub fn load<T>(
+    service: &str,
+    explicit_file: Option<&Path>,
+    overrides: impl Serialize,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(file) = find_file(service, explicit_file)? {
+        figment = figment.merge(Yaml::file(file));
+    }
+    figment = figment
+        .merge(
+            Env::prefixed(&env_prefix(service))
+                .split("__")
+                .ignore(&["config"]),
+        )
+        .merge(Serialized::defaults(overrides));
+    figment
+        .extract()
+        .map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
+/// Prints the effective configuration as pretty JSON on stdout (`--print-config`).
+pub fn print<T: Serialize>(config: &T) {
+    match serde_json::to_string_pretty(config) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("cannot show configuration: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Sample {
+        endpoint: String,
+        port: u16,
+        nested: Nested,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Nested {
+        level: String,
+    }
+
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "cfgtest.yaml",
+                "endpoint: file\nport: 1\nnested:\n  level: file\n",
+            )?;
+            let c: Sample = load("cfgtest", None, Flags { port: None }).unwrap();
+            assert_eq!(c.endpoint, "file");
+            assert_eq!(c.port, 1);
+            jail.set_env("PLANTD_CFGTEST_PORT", "2");
+            jail.set_env("PLANTD_CFGTEST_NESTED__LEVEL", "env");
+            let c: Sample = load("cfgtest", None, Flags { port: None }).unwrap();
+            assert_eq!(
+                (c.port, c.nested.level.as_str(), c.endpoint.as_str()),
+                (2, "env", "file")
+            );
+            let c: Sample = load("cfgtest", None, Flags { port: Some(3) }).unwrap();
+            assert_eq!(c.port, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_and_no_file_is_fine() {
+        figment::Jail::expect_with(|_jail| {
+            let c: Sample = load("nofile", None, Flags { port: None }).unwrap();
+            assert_eq!(c, Sample::default());
+            let e = load::<Sample>(
+                "nofile",
+                Some(Path::new("/nonexistent.yaml")),
+                Flags { port: None },
+            );
+            assert!(matches!(e, Err(ConfigError::MissingFile(_))));
+            Ok(())
+        });
+    }
+}
