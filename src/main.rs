@@ -1,1 +1,151 @@
-fn main() {}
+//! `plantd`: the all-in-one binary. `plantd up` runs the broker and every bundled service in one
+//! process on embedded defaults, each through the same `run(config, shutdown)` its own binary uses.
+//!
+//! Each service reads its usual configuration (`PLANTD_<SERVICE>_*` environment, `<service>.yaml`),
+//! so anything a single service accepts works here too; `--endpoint` and `--data-dir` set the
+//! values that must agree across services.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use plantd_worker_sdk::telemetry::{self, LogFormat};
+use plantd_worker_sdk::{config, Shutdown};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+#[derive(Parser)]
+#[command(
+    name = "plantd",
+    version,
+    about = "plantd: MDP broker and bundled services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker and all bundled services in this process until Ctrl-C.
+    Up(UpArgs),
+}
+
+#[derive(Parser)]
+struct UpArgs {
+    /// Broker MDP endpoint to bind; services connect to the same port on 127.0.0.1.
+    #[arg(long, env = "PLANTD_UP_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Directory for the services' databases.
+    #[arg(long, env = "PLANTD_UP_DATA_DIR", default_value = "plantd-data")]
+    data_dir: PathBuf,
+    /// Log level (an EnvFilter directive).
+    #[arg(long, env = "PLANTD_UP_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format: text or json.
+    #[arg(long, env = "PLANTD_UP_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// No per-service overrides beyond what `plantd up` sets explicitly.
+#[derive(Serialize)]
+struct NoOverrides {}
+
+/// Turns a bind endpoint (`tcp://*:9797`) into one peers on this host can connect to.
+fn connect_endpoint(bind: &str) -> String {
+    bind.replace("://*:", "://127.0.0.1:")
+        .replace("://0.0.0.0:", "://127.0.0.1:")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => up(args),
+    }
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    telemetry::init("plantd", &args.log_level, args.log_format);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+
+    let mut broker: plantd_broker::BrokerConfig = config::load("broker", None, NoOverrides {})?;
+    if let Some(endpoint) = args.endpoint {
+        broker.endpoint = endpoint;
+    }
+    let broker_endpoint = connect_endpoint(&broker.endpoint);
+
+    let mut echo: plantd_module_echo::EchoConfig = config::load("echo", None, NoOverrides {})?;
+    echo.broker_endpoint = broker_endpoint.clone();
+
+    let rows = vec![
+        (
+            "broker",
+            format!(
+                "MDP {} · health http://127.0.0.1:{}/healthz",
+                broker.endpoint, broker.health_port
+            ),
+        ),
+        (
+            "echo",
+            format!(
+                "org.plantd.module.Echo · health http://127.0.0.1:{}/healthz",
+                echo.health_port
+            ),
+        ),
+    ];
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = Shutdown::new();
+        let mut services = JoinSet::new();
+        services.spawn(named("broker", plantd_broker::run(broker, shutdown.clone())));
+        services.spawn(named("echo", plantd_module_echo::run(echo, shutdown.clone())));
+
+        println!("plantd {} is up:", env!("CARGO_PKG_VERSION"));
+        for (name, what) in &rows {
+            println!("  {name:<8} {what}");
+        }
+        println!("Try: plant --endpoint {broker_endpoint} echo hello   (Ctrl-C stops everything)");
+
+        let mut failed = None;
+        tokio::select! {
+            _ = plantd_worker_sdk::signal::wait_for_shutdown_signal() => tracing::info!("shutting down"),
+            Some(done) = services.join_next() => {
+                // A service stopping on its own is an error in `up`: take the rest down too.
+                failed = Some(done.map_err(anyhow::Error::from).and_then(|r| r));
+            }
+        }
+        shutdown.cancel();
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(done) = services.join_next().await {
+                if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
+                    tracing::error!("{e:#}");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some services did not stop within 5 s");
+        }
+        match failed {
+            Some(Err(e)) => Err(e),
+            Some(Ok(())) => anyhow::bail!("a service stopped unexpectedly"),
+            None => Ok(()),
+        }
+    })
+}
+
+/// Runs a service future and labels its error with the service name.
+async fn named<E>(
+    name: &'static str,
+    service: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    service.await.with_context(|| format!("{name} failed"))
+}

@@ -1,1 +1,109 @@
-fn main() {}
+//! `plant`: the plantd command-line client.
+//!
+//! Talks MDP to a broker (`--endpoint`, env `PLANTD_CLIENT_ENDPOINT`, default
+//! `tcp://127.0.0.1:9797`); needs no config file. Results go to stdout (`--output text|json`),
+//! diagnostics to stderr; any failure exits 1 with one line saying what went wrong (usage errors
+//! exit 2).
+//!
+//! Adding a command: a module under `commands/`, one [`Command`] variant, one arm in [`dispatch`].
+
+mod commands;
+mod context;
+mod error;
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use commands::{echo, mmi, request, state};
+use context::{parse_duration, Context};
+use error::CliError;
+use output::OutputFormat;
+
+/// plant: talk to a plantd system through its broker.
+#[derive(Parser, Debug)]
+#[command(name = "plant", version, propagate_version = true)]
+struct Cli {
+    /// Broker endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "PLANTD_CLIENT_ENDPOINT",
+        default_value = "tcp://127.0.0.1:9797"
+    )]
+    endpoint: String,
+    /// How long to wait for each reply: 500ms, 5s, 1.5s, 2m (a bare number is seconds).
+    #[arg(long, global = true, env = "PLANTD_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Resend a request this many times (on a new connection) after a timeout.
+    #[arg(
+        long,
+        global = true,
+        env = "PLANTD_CLIENT_RETRIES",
+        default_value_t = 0
+    )]
+    retries: u32,
+    /// Result format on stdout.
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        env = "PLANTD_CLIENT_OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Text
+    )]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The `plant` commands.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send a message to the echo module and print what comes back.
+    Echo(echo::EchoArgs),
+    /// Send a request to any service and print the reply frames.
+    Request(request::RequestArgs),
+    /// List the services the broker knows (MMI).
+    Services,
+    /// Check whether a service has a registered worker (exit 1 if not).
+    Service(mmi::ServiceArgs),
+    /// List the workers registered for a service (MMI).
+    Workers(mmi::WorkersArgs),
+    /// Show the broker's version, uptime, counters and buses (MMI).
+    Broker,
+    /// Read and write the state service's scoped key/value store.
+    State(state::StateArgs),
+}
+
+/// Runs one command.
+fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Echo(args) => echo::run(ctx, args),
+        Command::Request(args) => request::run(ctx, args),
+        Command::Services => mmi::services(ctx),
+        Command::Service(args) => mmi::service(ctx, args),
+        Command::Workers(args) => mmi::workers(ctx, args),
+        Command::Broker => mmi::broker(ctx),
+        Command::State(args) => state::run(ctx, args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context {
+        endpoint: cli.endpoint,
+        timeout: cli.timeout,
+        retries: cli.retries,
+        output: cli.output,
+    };
+    match dispatch(&ctx, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

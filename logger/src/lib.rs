@@ -1,1 +1,121 @@
+//! plantd logger: subscribes to the broker's buses and stores what flows on them in SQLite, and
+//! answers queries about it as the MDP worker `org.plantd.Logger`.
+//!
+//! - [`ingest`]: one thread per bus; classifies each message as a metric or an event.
+//! - [`store`]: schema, the batching writer thread, retention, queries.
+//! - [`ops`]: the MDP operations (`metrics-query`, `metrics-summary`, `events-query`, `stats`).
+//! - [`metrics`]: Prometheus metrics; [`config`]: settings.
+//!
+//! See `docs/logger.md` for the operator's view.
 
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod ops;
+pub mod store;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plantd_worker_sdk::health::{self, Health};
+use plantd_worker_sdk::{Shutdown, Worker};
+
+pub use config::{BusSubscription, LoggerConfig};
+pub use error::LoggerError;
+
+/// The MDP service name.
+pub const SERVICE: &str = "org.plantd.Logger";
+
+/// Runs the logger until `shutdown` is cancelled: health server, writer, one ingest thread per bus
+/// and the query worker. Returns after everything received has been committed.
+pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerError> {
+    config.validate()?;
+    let conn = store::open_for_writing(&config.db).map_err(|source| LoggerError::Database {
+        path: config.db.display().to_string(),
+        source,
+    })?;
+    let metrics = metrics::LoggerMetrics::new();
+    let health = Health::new(env!("CARGO_PKG_VERSION"));
+    let database = health.check("database");
+    let subscribed = health.check("subscribed");
+    let broker = health.check("broker_connection");
+
+    // Our own token, so a failure here stops our parts without cancelling the caller's.
+    let local = shutdown.child_token();
+    let server = health::serve(
+        config.health_addr()?,
+        health.clone(),
+        metrics.registry().clone(),
+        local.clone(),
+    )
+    .await?;
+    let server = tokio::spawn(server);
+
+    // Bounded: if SQLite falls behind, ingest blocks and the bus sockets' own queues take over.
+    let (records_tx, records_rx) =
+        std::sync::mpsc::sync_channel(config.batch_size.saturating_mul(8).clamp(1024, 200_000));
+    let writer = store::spawn_writer(
+        conn,
+        records_rx,
+        store::WriterSettings {
+            batch_size: config.batch_size,
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            retention: config.retention(),
+        },
+        metrics.clone(),
+        database,
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (threads, result) =
+        match ingest::spawn_ingest(&config, records_tx, &metrics, subscribed, stop.clone()) {
+            Ok(threads) => (
+                threads,
+                serve_queries(&config, &metrics, broker, &local).await,
+            ),
+            Err(e) => (Vec::new(), Err(e)),
+        };
+
+    // Stop ingest; once its threads drop their senders the writer commits the rest and ends.
+    // (Threads of a half-started ingest were not returned but see `stop` just the same.)
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+        let _ = writer.join();
+    })
+    .await;
+    local.cancel();
+    let served = server.await;
+    tracing::info!("logger stopped");
+    result?;
+    match served {
+        Ok(served) => served.map_err(Into::into),
+        Err(_) => Ok(()), // The health task panicked; nothing left to report it to.
+    }
+}
+
+/// Runs the `org.plantd.Logger` worker until `shutdown` is cancelled.
+async fn serve_queries(
+    config: &LoggerConfig,
+    metrics: &metrics::LoggerMetrics,
+    broker: health::Check,
+    shutdown: &Shutdown,
+) -> Result<(), LoggerError> {
+    let ops = Arc::new(ops::Ops::new(
+        store::Readers::new(&config.db),
+        metrics.clone(),
+        config.max_query_rows,
+    ));
+    let worker = Worker::builder(SERVICE)
+        .endpoint(config.broker_endpoint.clone())
+        .concurrency(config.concurrency)
+        .connection_check(broker)
+        .handler(move |request| Ok(ops.handle(&request)))
+        .build()?;
+    tracing::info!(endpoint = %config.broker_endpoint, db = %config.db.display(), "logger started");
+    worker.run(shutdown.clone()).await?;
+    Ok(())
+}

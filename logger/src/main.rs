@@ -1,1 +1,80 @@
-fn main() {}
+//! `plantd-logger`: runs the logger service (`org.plantd.Logger`) until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+use plantd_logger::LoggerConfig;
+use plantd_worker_sdk::telemetry::{self, LogFormat};
+use plantd_worker_sdk::{config, signal, Shutdown};
+use serde::Serialize;
+
+/// plantd logger: stores bus metrics and events in SQLite and answers queries about them.
+#[derive(Parser)]
+#[command(name = "plantd-logger", version)]
+struct Cli {
+    /// Config file (default: PLANTD_LOGGER_CONFIG, then logger.yaml in ., ~/.config/plantd, /etc/plantd).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as JSON and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+/// Flags that override the environment and the config file.
+#[derive(Parser, Serialize)]
+struct Overrides {
+    /// SQLite database file [env: PLANTD_LOGGER_DB].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    db: Option<PathBuf>,
+    /// Broker endpoint [env: PLANTD_LOGGER_BROKER_ENDPOINT].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_endpoint: Option<String>,
+    /// Topic prefix to store, on every bus ("" = all) [env: PLANTD_LOGGER_TOPIC_PREFIX].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_prefix: Option<String>,
+    /// Delete rows older than this many seconds, 0 = never [env: PLANTD_LOGGER_RETENTION_MAX_AGE_SECS].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_max_age_secs: Option<u64>,
+    /// Keep at most this many rows per table, 0 = no limit [env: PLANTD_LOGGER_RETENTION_MAX_ROWS].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention_max_rows: Option<u64>,
+    /// Port of /healthz and /metrics [env: PLANTD_LOGGER_HEALTH_PORT].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_port: Option<u16>,
+    /// Log level, an EnvFilter directive [env: PLANTD_LOGGER_LOG_LEVEL].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<String>,
+    /// Log format: text or json [env: PLANTD_LOGGER_LOG_FORMAT].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let config: LoggerConfig = config::load("logger", cli.config.as_deref(), &cli.overrides)?;
+    if cli.print_config {
+        config::print(&config);
+        return Ok(());
+    }
+    telemetry::init("plantd-logger", &config.log_level, config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        signal::cancel_on_signal(shutdown.clone());
+        plantd_logger::run(config, shutdown).await
+    })?;
+    Ok(())
+}

@@ -89,6 +89,8 @@ pub fn print<T: Serialize>(config: &T) {
 }
 
 #[cfg(test)]
+// figment's Jail closures return its own large error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use serde::Deserialize;

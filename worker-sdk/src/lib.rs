@@ -3,16 +3,26 @@
 //! - [`protocol`]: the only MDP codec (three dialects) and the error-reply format.
 //! - [`client`]: blocking and async MDP clients, with MMI helpers.
 //! - [`worker`]: the MDP worker runtime (sessions, heartbeats, reconnects, handlers).
+//! - [`bus`]: pub/sub on the broker's buses (publisher, subscriber, `Metric`/`Event` types).
 //! - [`health`]: `/healthz` and `/metrics` over HTTP.
 //! - [`config`]: layered configuration (flags > env > file > defaults).
 //! - [`telemetry`]: `tracing` setup (text or JSON lines).
+//! - [`signal`]: SIGINT/SIGTERM handling for binaries.
 //! - [`testing`]: helpers for integration tests (free loopback ports).
 
+pub mod bus;
+pub mod client;
 pub mod config;
 pub mod health;
 pub mod protocol;
+pub mod signal;
 pub mod telemetry;
 pub mod testing;
+mod wake;
+pub mod worker;
+
+pub use client::{AsyncClient, Client, ClientError};
+pub use worker::{Frames, HandlerError, Responder, Worker, WorkerBuilder};
 
 /// The shutdown signal every `run(config, shutdown)` takes: cancel it to stop the service.
 pub type Shutdown = tokio_util::sync::CancellationToken;

@@ -15,6 +15,7 @@
 //!
 //! Broker error replies (`["plantd.error", code, message]` bodies) live in [`error_reply`].
 
+pub mod bus;
 pub mod error_reply;
 
 pub use error_reply::{ErrorCode, ErrorReply};

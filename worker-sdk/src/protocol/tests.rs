@@ -121,7 +121,10 @@ fn go_dialect_frames_decode() {
 
 // ---- round trips --------------------------------------------------------------------------
 
-fn client_cmds() -> Vec<(&'static str, Direction, fn() -> ClientCommand)> {
+/// A named command constructor and the direction it travels in.
+type Case<C> = (&'static str, Direction, fn() -> C);
+
+fn client_cmds() -> Vec<Case<ClientCommand>> {
     vec![
         ("request", Direction::ToBroker, || ClientCommand::Request {
             service: Frame::from("svc"),
@@ -140,7 +143,7 @@ fn client_cmds() -> Vec<(&'static str, Direction, fn() -> ClientCommand)> {
     ]
 }
 
-fn worker_cmds() -> Vec<(&'static str, Direction, fn() -> WorkerCommand)> {
+fn worker_cmds() -> Vec<Case<WorkerCommand>> {
     vec![
         ("ready", Direction::ToBroker, || WorkerCommand::Ready {
             service: Frame::from("svc"),

@@ -1,0 +1,203 @@
+//! The broker's configuration: every key, its default and its validation.
+//!
+//! Loaded with [`plantd_worker_sdk::config::load`]`("broker", ..)`, so each key can be set with
+//! `PLANTD_BROKER_<KEY>` (for example `PLANTD_BROKER_HEARTBEAT_INTERVAL_MS`), a `broker.yaml`, or a
+//! command-line flag. No file is needed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use plantd_worker_sdk::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
+
+/// Longest interval or time to live accepted, in milliseconds (a day).
+const MAX_DURATION_MS: u64 = 86_400_000;
+
+/// Everything the broker can be told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BrokerConfig {
+    /// ZeroMQ endpoint the ROUTER binds, for clients and workers alike.
+    pub endpoint: String,
+    /// Address `/healthz` and `/metrics` listen on.
+    pub health_host: String,
+    /// Port `/healthz` and `/metrics` listen on.
+    pub health_port: u16,
+    /// Log filter (an `EnvFilter` directive such as `info` or `plantd_broker=debug`).
+    pub log_level: String,
+    /// Log line format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// How often the broker sends HEARTBEAT to every worker, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// How many intervals a worker may stay silent before it is considered dead.
+    pub heartbeat_liveness: u32,
+    /// Most requests one service may have waiting for a worker; more get a `503` reply.
+    /// `0` means requests never wait: with no idle worker the reply is `503` at once.
+    pub queue_limit: usize,
+    /// How long a request may wait for a worker before it gets a `404`/`504` reply, in milliseconds.
+    pub queue_ttl_ms: u64,
+    /// How many times a request whose worker died is dispatched again before the client gets `500`.
+    pub max_retries: u32,
+    /// ZeroMQ send and receive high-water mark of the ROUTER socket, per peer (messages).
+    pub socket_hwm: i32,
+    /// The pub/sub buses (`bus.enabled`, `bus.high_water_mark`, `bus.buses`; see `docs/buses.md`).
+    pub bus: crate::bus::BusSettings,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            endpoint: "tcp://*:9797".into(),
+            health_host: "0.0.0.0".into(),
+            health_port: 8081,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            heartbeat_interval_ms: 2500,
+            heartbeat_liveness: 3,
+            queue_limit: 10_000,
+            queue_ttl_ms: 30_000,
+            max_retries: 3,
+            socket_hwm: 100_000,
+            bus: crate::bus::BusSettings::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks the values that would make the broker misbehave rather than fail to start.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let invalid = |reason: &str| Err(BrokerError::Config(reason.to_owned()));
+        if self.endpoint.trim().is_empty() {
+            return invalid("endpoint must not be empty");
+        }
+        // Upper bounds keep every deadline (`now + duration`) far from `Instant` overflow.
+        if !(1..=MAX_DURATION_MS).contains(&self.heartbeat_interval_ms) {
+            return invalid("heartbeat_interval_ms must be between 1 and 86400000 (a day)");
+        }
+        if !(1..=1000).contains(&self.heartbeat_liveness) {
+            return invalid("heartbeat_liveness must be between 1 and 1000");
+        }
+        if !(1..=MAX_DURATION_MS).contains(&self.queue_ttl_ms) {
+            return invalid("queue_ttl_ms must be between 1 and 86400000 (a day)");
+        }
+        if self.socket_hwm < 0 {
+            return invalid("socket_hwm must not be negative (0 means unlimited)");
+        }
+        self.bus.validate()?;
+        self.health_addr().map(|_| ())
+    }
+
+    /// The `/healthz` listen address.
+    pub fn health_addr(&self) -> Result<SocketAddr, BrokerError> {
+        let ip: IpAddr = self.health_host.parse().map_err(|_| {
+            BrokerError::Config(format!(
+                "health_host {:?} is not an IP address",
+                self.health_host
+            ))
+        })?;
+        Ok(SocketAddr::new(ip, self.health_port))
+    }
+
+    /// Interval between heartbeats.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// How long a silent worker lives: interval × liveness.
+    pub fn worker_expiry(&self) -> Duration {
+        self.heartbeat_interval()
+            .saturating_mul(self.heartbeat_liveness)
+    }
+
+    /// How long a request may wait in a queue.
+    pub fn queue_ttl(&self) -> Duration {
+        Duration::from_millis(self.queue_ttl_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        health_port: Option<u16>,
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_valid() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.endpoint, "tcp://*:9797");
+        assert_eq!(c.health_port, 8081);
+        assert_eq!(c.worker_expiry(), Duration::from_millis(7500));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
+    fn flag_beats_env_beats_file_beats_default() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "broker.yaml",
+                "health_port: 1001\nqueue_limit: 7\nmax_retries: 9\n",
+            )?;
+            jail.set_env("PLANTD_BROKER_HEALTH_PORT", "1002");
+            jail.set_env("PLANTD_BROKER_QUEUE_LIMIT", "8");
+            let c: BrokerConfig =
+                plantd_worker_sdk::config::load("broker", None, Flags { health_port: None })
+                    .unwrap();
+            assert_eq!((c.health_port, c.queue_limit, c.max_retries), (1002, 8, 9));
+            assert_eq!(
+                c.heartbeat_interval_ms, 2500,
+                "untouched keys keep defaults"
+            );
+            let c: BrokerConfig = plantd_worker_sdk::config::load(
+                "broker",
+                None,
+                Flags {
+                    health_port: Some(1003),
+                },
+            )
+            .unwrap();
+            assert_eq!(c.health_port, 1003);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nonsense_values_are_rejected() {
+        let bad = [
+            BrokerConfig {
+                heartbeat_interval_ms: 0,
+                ..Default::default()
+            },
+            BrokerConfig {
+                heartbeat_liveness: 0,
+                ..Default::default()
+            },
+            BrokerConfig {
+                queue_ttl_ms: 0,
+                ..Default::default()
+            },
+            BrokerConfig {
+                queue_ttl_ms: u64::MAX,
+                ..Default::default()
+            },
+            BrokerConfig {
+                heartbeat_liveness: u32::MAX,
+                ..Default::default()
+            },
+            BrokerConfig {
+                health_host: "not-an-ip".into(),
+                ..Default::default()
+            },
+        ];
+        for c in bad {
+            assert!(matches!(c.validate(), Err(BrokerError::Config(_))), "{c:?}");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! A client request while the broker holds it: queued, in flight, or about to be answered.
+
+use std::time::Instant;
+
+use plantd_worker_sdk::protocol::{Dialect, Frame};
+
+/// Where and how to send something back to a peer.
+#[derive(Debug)]
+pub struct ReturnAddress {
+    /// The ROUTER routing id of the peer.
+    pub id: Frame,
+    /// The MDP dialect the peer spoke; replies use the same one.
+    pub dialect: Dialect,
+    /// The peer put an empty frame before its header (a REQ socket): MDP/0.2 replies mirror it.
+    /// (MDP/0.1 always carries it and the Go dialect never does on replies; the codec handles both.)
+    pub envelope: bool,
+}
+
+/// Clears `out` and pushes the routing id `id`, then the REQ envelope if the peer needs one the
+/// codec does not add (MDP/0.2 peers that sent one).
+pub fn start_message(out: &mut Vec<Frame>, id: Frame, dialect: Dialect, envelope: bool) {
+    out.clear();
+    out.push(id);
+    if dialect == Dialect::V02 && envelope {
+        out.push(Frame::new());
+    }
+}
+
+/// One client request for a worker service.
+#[derive(Debug)]
+pub struct Request {
+    /// The client to answer.
+    pub client: ReturnAddress,
+    /// The service frame as the client sent it (echoed in replies).
+    pub service: Frame,
+    /// The request body. Kept while in flight (shared, not copied) so it can be dispatched again.
+    pub body: Vec<Frame>,
+    /// When the request stops waiting for a worker.
+    pub deadline: Instant,
+    /// How many times it has been sent to a worker.
+    pub dispatches: u32,
+}

@@ -1,0 +1,302 @@
+//! One service: its idle workers in least-recently-used order and its bounded, expiring queue of
+//! requests waiting for a worker.
+//!
+//! Two FIFOs make up the queue. `retries` holds requests whose worker was lost; they go ahead of
+//! everything in `waiting` (new requests), which is what "back to the head of the queue" means.
+//! Both FIFOs are ordered by deadline (every request gets the same time to live when it enters
+//! its FIFO), so expiry only ever looks at their fronts.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::metrics::ServiceMetrics;
+use crate::request::Request;
+
+/// A service the broker knows: workers registered for it or requests asked of it.
+pub struct ServiceQueue {
+    name: Box<[u8]>,
+    /// Idle worker slots, least recently used first.
+    idle: VecDeque<usize>,
+    retries: VecDeque<Request>,
+    waiting: VecDeque<Request>,
+    limit: usize,
+    workers: usize,
+    had_worker: bool,
+    vacant_since: Instant,
+    metrics: ServiceMetrics,
+}
+
+impl ServiceQueue {
+    /// An empty service called `name` whose `waiting` queue holds at most `limit` requests.
+    pub fn new(name: &[u8], limit: usize, metrics: ServiceMetrics, now: Instant) -> Self {
+        ServiceQueue {
+            name: name.into(),
+            idle: VecDeque::new(),
+            retries: VecDeque::new(),
+            waiting: VecDeque::new(),
+            limit,
+            workers: 0,
+            had_worker: false,
+            vacant_since: now,
+            metrics,
+        }
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// The service name as text (lossy), for messages and JSON.
+    pub fn display_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// The per-service metric handles.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.metrics
+    }
+
+    /// Registered workers, idle or busy.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Idle workers.
+    pub fn idle(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Requests waiting for a worker (retries included).
+    pub fn queued(&self) -> usize {
+        self.retries.len() + self.waiting.len()
+    }
+
+    /// True if any request is waiting.
+    pub fn has_requests(&self) -> bool {
+        !self.retries.is_empty() || !self.waiting.is_empty()
+    }
+
+    /// True if a worker ever registered for this service (decides `504` vs `404` on expiry).
+    pub fn had_worker(&self) -> bool {
+        self.had_worker
+    }
+
+    /// Queues a new request behind the others. A full queue hands the request back.
+    #[allow(clippy::result_large_err)] // handed back by value, not boxed: no allocation
+    pub fn push(&mut self, request: Request) -> Result<(), Request> {
+        if self.waiting.len() >= self.limit {
+            return Err(request);
+        }
+        self.waiting.push_back(request);
+        self.metrics.add_queued(1);
+        Ok(())
+    }
+
+    /// Queues a request whose worker was lost ahead of every new request. Never refused: the
+    /// request was already admitted.
+    pub fn requeue(&mut self, request: Request) {
+        self.retries.push_back(request);
+        self.metrics.add_queued(1);
+    }
+
+    /// The next request to dispatch: retries first, then new requests in arrival order.
+    pub fn next_request(&mut self) -> Option<Request> {
+        let request = self
+            .retries
+            .pop_front()
+            .or_else(|| self.waiting.pop_front())?;
+        self.metrics.add_queued(-1);
+        Some(request)
+    }
+
+    /// Removes and returns one request whose deadline is at or before `now`.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<Request> {
+        let expired = |q: &VecDeque<Request>| q.front().is_some_and(|r| r.deadline <= now);
+        let request = if expired(&self.retries) {
+            self.retries.pop_front()
+        } else if expired(&self.waiting) {
+            self.waiting.pop_front()
+        } else {
+            None
+        }?;
+        self.metrics.add_queued(-1);
+        Some(request)
+    }
+
+    /// The earliest deadline of any waiting request.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let a = self.retries.front().map(|r| r.deadline);
+        let b = self.waiting.front().map(|r| r.deadline);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Counts a newly registered worker (not yet idle: see [`ServiceQueue::push_idle`]).
+    pub fn add_worker(&mut self) {
+        self.workers += 1;
+        self.had_worker = true;
+        self.metrics.add_workers(1);
+    }
+
+    /// Forgets worker `slot`, removing it from the idle list if it is there.
+    pub fn remove_worker(&mut self, slot: usize, now: Instant) {
+        if let Some(i) = self.idle.iter().position(|s| *s == slot) {
+            self.idle.remove(i);
+        }
+        self.workers = self.workers.saturating_sub(1);
+        self.metrics.add_workers(-1);
+        if self.workers == 0 {
+            self.vacant_since = now;
+        }
+    }
+
+    /// Marks worker `slot` idle; it is used after every worker that became idle before it.
+    pub fn push_idle(&mut self, slot: usize) {
+        self.idle.push_back(slot);
+    }
+
+    /// Takes the least recently used idle worker.
+    pub fn pop_idle(&mut self) -> Option<usize> {
+        self.idle.pop_front()
+    }
+
+    /// True when nothing refers to this service any more and it may be dropped: no workers, no
+    /// requests, and either it never had a worker (a typo) or its last one left `linger` ago.
+    pub fn is_vacant(&self, now: Instant, linger: Duration) -> bool {
+        self.workers == 0
+            && !self.has_requests()
+            && (!self.had_worker || now.saturating_duration_since(self.vacant_since) >= linger)
+    }
+
+    /// Removes every waiting request (at shutdown).
+    pub fn drain(&mut self) -> Vec<Request> {
+        let drained: Vec<Request> = self
+            .retries
+            .drain(..)
+            .chain(self.waiting.drain(..))
+            .collect();
+        self.metrics.add_queued(-(drained.len() as i64));
+        drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::request::ReturnAddress;
+    use plantd_worker_sdk::protocol::{Dialect, Frame};
+
+    fn request(tag: &str, deadline: Instant) -> Request {
+        Request {
+            client: ReturnAddress {
+                id: Frame::from(tag),
+                dialect: Dialect::V02,
+                envelope: false,
+            },
+            service: Frame::from("svc"),
+            body: vec![Frame::from(tag)],
+            deadline,
+            dispatches: 0,
+        }
+    }
+
+    fn tag(r: &Request) -> String {
+        String::from_utf8_lossy(&r.client.id).into_owned()
+    }
+
+    fn queue(limit: usize) -> (ServiceQueue, Metrics, Instant) {
+        let metrics = Metrics::new().unwrap();
+        let now = Instant::now();
+        let q = ServiceQueue::new(b"svc", limit, metrics.service(b"svc"), now);
+        (q, metrics, now)
+    }
+
+    #[test]
+    fn idle_workers_are_used_least_recently_used_first() {
+        let (mut q, _m, now) = queue(10);
+        for slot in [3, 1, 2] {
+            q.add_worker();
+            q.push_idle(slot);
+        }
+        assert_eq!(q.pop_idle(), Some(3));
+        q.push_idle(3);
+        assert_eq!(q.pop_idle(), Some(1));
+        q.remove_worker(2, now);
+        assert_eq!(q.pop_idle(), Some(3), "removed worker is no longer idle");
+        assert_eq!(q.pop_idle(), None);
+        assert_eq!((q.workers(), q.idle()), (2, 0));
+    }
+
+    #[test]
+    fn queue_is_bounded_and_fifo() {
+        let (mut q, m, now) = queue(2);
+        let later = now + Duration::from_secs(1);
+        q.push(request("a", later)).unwrap();
+        q.push(request("b", later)).unwrap();
+        let refused = q.push(request("c", later)).unwrap_err();
+        assert_eq!(tag(&refused), "c");
+        assert_eq!(m.queued_requests.get(), 2);
+        assert_eq!(tag(&q.next_request().unwrap()), "a");
+        assert_eq!(tag(&q.next_request().unwrap()), "b");
+        assert!(q.next_request().is_none());
+        assert_eq!(m.queued_requests.get(), 0);
+    }
+
+    #[test]
+    fn requeued_requests_go_ahead_of_new_ones_even_when_full() {
+        let (mut q, _m, now) = queue(1);
+        let later = now + Duration::from_secs(1);
+        q.push(request("new", later)).unwrap();
+        q.requeue(request("lost1", later));
+        q.requeue(request("lost2", later));
+        assert_eq!(q.queued(), 3);
+        let order: Vec<String> = std::iter::from_fn(|| q.next_request())
+            .map(|r| tag(&r))
+            .collect();
+        assert_eq!(order, ["lost1", "lost2", "new"]);
+    }
+
+    #[test]
+    fn only_expired_requests_are_popped_and_next_deadline_is_the_earliest() {
+        let (mut q, _m, now) = queue(10);
+        let t = |ms| now + Duration::from_millis(ms);
+        q.push(request("w1", t(10))).unwrap();
+        q.push(request("w2", t(30))).unwrap();
+        q.requeue(request("r1", t(20)));
+        assert_eq!(q.next_deadline(), Some(t(10)));
+        assert!(q.pop_expired(t(5)).is_none());
+        let expired: Vec<String> = std::iter::from_fn(|| q.pop_expired(t(20)))
+            .map(|r| tag(&r))
+            .collect();
+        assert_eq!(expired.len(), 2);
+        assert!(expired.contains(&"w1".to_string()) && expired.contains(&"r1".to_string()));
+        assert_eq!(q.next_deadline(), Some(t(30)));
+        assert_eq!(q.queued(), 1);
+    }
+
+    #[test]
+    fn vacancy_depends_on_history() {
+        let (mut q, _m, now) = queue(10);
+        let linger = Duration::from_secs(60);
+        assert!(q.is_vacant(now, linger), "a typo is forgotten at once");
+        q.add_worker();
+        assert!(!q.had_worker() || !q.is_vacant(now, linger));
+        q.remove_worker(0, now);
+        assert!(q.had_worker());
+        assert!(
+            !q.is_vacant(now, linger),
+            "kept a while after its last worker left"
+        );
+        assert!(q.is_vacant(now + linger, linger));
+        q.push(request("a", now)).unwrap();
+        assert!(
+            !q.is_vacant(now + linger, linger),
+            "never while requests wait"
+        );
+        assert_eq!(q.drain().len(), 1);
+    }
+}

@@ -1,0 +1,90 @@
+//! The `plantd-broker` binary: configuration precedence and signals.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_plantd-broker");
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env("HOME", dir)
+        .env_remove("PLANTD_BROKER_CONFIG")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+#[test]
+fn print_config_shows_flags_over_env_over_file_over_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("broker.yaml"),
+        "queue_limit: 11\nmax_retries: 7\nhealth_port: 1111\n",
+    )
+    .expect("write broker.yaml");
+    let output = command(dir.path())
+        .env("PLANTD_BROKER_MAX_RETRIES", "5")
+        .env("PLANTD_BROKER_HEALTH_PORT", "2222")
+        .args(["--health-port", "3333", "--print-config"])
+        .output()
+        .expect("run plantd-broker");
+    assert!(output.status.success(), "{output:?}");
+    let config: Value = serde_json::from_slice(&output.stdout).expect("JSON config");
+    assert_eq!(config["health_port"], 3333, "flag wins");
+    assert_eq!(config["max_retries"], 5, "env beats file");
+    assert_eq!(config["queue_limit"], 11, "file beats default");
+    assert_eq!(config["endpoint"], "tcp://*:9797", "default");
+}
+
+#[test]
+fn sigterm_stops_the_binary_cleanly_with_exit_code_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let health_port = plantd_worker_sdk::testing::free_port();
+    let endpoint = plantd_worker_sdk::testing::free_endpoint();
+    let mut child = command(dir.path())
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--health-port",
+            &health_port.to_string(),
+        ])
+        .env("PLANTD_BROKER_HEALTH_HOST", "127.0.0.1")
+        .env("PLANTD_BROKER_BUS__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plantd-broker");
+    let url = format!("http://127.0.0.1:{health_port}/healthz");
+    wait_until("the binary's /healthz is UP", || {
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "broker exited early"
+        );
+        reqwest::blocking::get(&url).is_ok_and(|r| r.status() == 200)
+    });
+    let signalled = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("plantd-broker ignored SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert_eq!(status.code(), Some(0), "{status:?}; stderr:\n{stderr}");
+}

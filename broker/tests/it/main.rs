@@ -1,0 +1,12 @@
+//! Integration tests: the real broker (`plantd_broker::run`) on free loopback ports, driven by
+//! raw MDP peers in all three dialects.
+
+mod common;
+
+mod cli;
+mod http;
+mod mmi;
+mod queueing;
+mod robustness;
+mod roundtrip;
+mod workers;

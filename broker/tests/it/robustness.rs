@@ -1,0 +1,87 @@
+//! Malformed and random input never hurts the broker.
+
+use plantd_worker_sdk::protocol::Dialect;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+const HEADERS: [&[u8]; 5] = [b"MDPC01", b"MDPW01", b"MDPC02", b"MDPW02", b"MDPX99"];
+const WORDS: [&[u8]; 8] = [
+    b"READY",
+    b"REQUEST",
+    b"PARTIAL",
+    b"FINAL",
+    b"HEARTBEAT",
+    b"DISCONNECT",
+    b"BOGUS",
+    b"",
+];
+
+/// A random message: pure noise, or an MDP-shaped message with random parts.
+fn random_message(rng: &mut impl Rng) -> Vec<Vec<u8>> {
+    let noise = |rng: &mut dyn rand::RngCore| -> Vec<u8> {
+        let len = rng.gen_range(0..24);
+        (0..len).map(|_| rng.gen()).collect()
+    };
+    let mut frames = Vec::new();
+    if rng.gen_bool(0.3) {
+        for _ in 0..rng.gen_range(1..6) {
+            frames.push(noise(rng));
+        }
+        return frames;
+    }
+    if rng.gen_bool(0.5) {
+        frames.push(Vec::new());
+    }
+    frames.push(HEADERS[rng.gen_range(0..HEADERS.len())].to_vec());
+    if rng.gen_bool(0.5) {
+        frames.push(vec![rng.gen_range(0..8u8)]);
+    } else {
+        frames.push(WORDS[rng.gen_range(0..WORDS.len())].to_vec());
+    }
+    for _ in 0..rng.gen_range(0..5) {
+        frames.push(if rng.gen_bool(0.3) {
+            Vec::new()
+        } else {
+            noise(rng)
+        });
+    }
+    frames
+}
+
+#[test]
+fn ten_thousand_random_and_malformed_messages_leave_the_broker_serving() {
+    let broker = TestBroker::start(|c| c.queue_ttl_ms = 500);
+    let ctx = zmq::Context::new();
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let fuzzers: Vec<Peer> = (0..5)
+        .map(|i| Peer::connect(&ctx, &broker.endpoint, ALL_DIALECTS[i % 3]))
+        .collect();
+    for i in 0..10_000 {
+        fuzzers[i % fuzzers.len()].send_raw(random_message(&mut rng));
+    }
+    // Clients sending replies are dropped too.
+    let rude = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    rude.send_raw(vec![
+        b"MDPC02".to_vec(),
+        vec![0x03],
+        b"svc".to_vec(),
+        b"x".to_vec(),
+    ]);
+
+    wait_until("the broker has read every message", || {
+        broker.metric("plantd_broker_messages_received_total") >= 10_001.0
+    });
+    let _worker =
+        BackgroundWorker::start(&ctx, &broker.endpoint, Dialect::V02, "after.fuzz", echo());
+    let client = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    assert_eq!(
+        client.call("after.fuzz", &[b"still here"]),
+        vec![b"still here".to_vec()]
+    );
+    assert!(broker.metric("plantd_broker_malformed_messages_total") > 1000.0);
+    assert!(broker.metric("plantd_broker_client_replies_dropped_total") >= 1.0);
+    let healthz = reqwest::blocking::get(broker.url("/healthz")).expect("healthz");
+    assert_eq!(healthz.status(), 200);
+}

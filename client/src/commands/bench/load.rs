@@ -1,0 +1,244 @@
+//! The load generator shared by every `plant bench` mode: N client sockets, each keeping a window
+//! of pipelined requests in flight, verifying every reply and recording latency in an HDR histogram.
+//!
+//! What goes on the wire is decided by a [`Transport`]: MDP through the broker, or bare frames
+//! through the libzmq proxy ceiling.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use plantd_worker_sdk::protocol::{self, ClientCommand, Dialect, Direction, Frame, Message};
+use serde::Serialize;
+
+/// How requests are framed and replies recognised.
+#[derive(Clone)]
+pub enum Transport {
+    /// MDP client requests for `service` in `dialect`.
+    Mdp { service: String, dialect: Dialect },
+    /// Bare `[payload]` frames (the ROUTER↔DEALER proxy ceiling).
+    Raw,
+}
+
+impl Transport {
+    fn request(&self, payload: &[u8]) -> Vec<Frame> {
+        match self {
+            Transport::Raw => vec![Frame::from(payload)],
+            Transport::Mdp { service, dialect } => {
+                let mut out = Vec::with_capacity(5);
+                let msg = Message::Client(ClientCommand::Request {
+                    service: Frame::from(service.as_str()),
+                    body: vec![Frame::from(payload)],
+                });
+                // Encoding a REQUEST cannot fail in any dialect.
+                let _ = protocol::encode(*dialect, Direction::ToBroker, msg, &mut out);
+                out
+            }
+        }
+    }
+
+    /// The reply payload, or why the reply is not a correct echo.
+    fn reply(&self, frames: Vec<Frame>) -> Result<Option<Frame>, String> {
+        match self {
+            Transport::Raw => frames.into_iter().next().map(Some).ok_or_else(|| "empty reply".into()),
+            Transport::Mdp { .. } => match protocol::decode(Direction::FromBroker, frames) {
+                Ok((_, Message::Client(ClientCommand::Final { body, .. }))) => {
+                    if let Some(e) = protocol::ErrorReply::parse(&body) {
+                        return Err(format!("error reply {}: {}", e.code, e.message));
+                    }
+                    body.into_iter().next().map(Some).ok_or_else(|| "empty reply body".into())
+                }
+                Ok((_, Message::Client(ClientCommand::Partial { .. }))) => Ok(None),
+                Ok(_) => Err("unexpected command".into()),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+}
+
+/// One load run's shape.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    /// Endpoint the clients connect to.
+    pub endpoint: String,
+    /// Parallel client sockets (one thread each).
+    pub clients: usize,
+    /// Requests in flight per client.
+    pub window: usize,
+    /// Body bytes per request.
+    pub size: usize,
+    /// Total requests across clients (ignored when `duration` is set).
+    pub requests: u64,
+    /// Run for this long instead of a fixed count.
+    pub duration: Option<Duration>,
+    /// Give up on a reply after this long.
+    pub reply_timeout: Duration,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    /// Replies verified.
+    pub completed: u64,
+    /// Wrong, error or missing replies.
+    pub errors: u64,
+    /// Wall time of the run in seconds.
+    pub seconds: f64,
+    /// Verified replies per second.
+    pub requests_per_sec: f64,
+    /// Latency percentiles in microseconds.
+    pub latency_us: Percentiles,
+    /// First error seen, if any.
+    pub first_error: Option<String>,
+}
+
+/// Latency summary in microseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Slowest.
+    pub max: u64,
+}
+
+struct ClientOutcome {
+    completed: u64,
+    errors: u64,
+    first_error: Option<String>,
+    histogram: Histogram<u64>,
+}
+
+/// Runs the load and returns the merged report. `progress` counts completed replies as they come.
+pub fn run_load(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, progress: Arc<AtomicU64>) -> LoadReport {
+    let per_client = spec.requests / spec.clients as u64;
+    let deadline = spec.duration.map(|d| Instant::now() + d);
+    let started = Instant::now();
+    let outcomes: Vec<ClientOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..spec.clients)
+            .map(|id| {
+                let progress = progress.clone();
+                scope.spawn(move || run_client(ctx, transport, spec, id as u64, per_client, deadline, &progress))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("bench client thread panicked")).collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+    let (mut completed, mut errors, mut first_error) = (0, 0, None);
+    for o in outcomes {
+        completed += o.completed;
+        errors += o.errors;
+        first_error = first_error.or(o.first_error);
+        let _ = histogram.add(&o.histogram);
+    }
+    LoadReport {
+        completed,
+        errors,
+        seconds,
+        requests_per_sec: completed as f64 / seconds.max(1e-9),
+        latency_us: Percentiles {
+            p50: histogram.value_at_quantile(0.5),
+            p90: histogram.value_at_quantile(0.9),
+            p99: histogram.value_at_quantile(0.99),
+            max: histogram.max(),
+        },
+        first_error,
+    }
+}
+
+/// The payload of request `seq` from client `id`: the two numbers, then a repeating pattern.
+fn payload(id: u64, seq: u64, size: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(size.max(16));
+    p.extend_from_slice(&id.to_le_bytes());
+    p.extend_from_slice(&seq.to_le_bytes());
+    p.extend((16..size).map(|i| (i as u8).wrapping_mul(31)));
+    p.truncate(size.max(16));
+    p
+}
+
+fn run_client(
+    ctx: &zmq::Context,
+    transport: &Transport,
+    spec: &LoadSpec,
+    id: u64,
+    total: u64,
+    deadline: Option<Instant>,
+    progress: &AtomicU64,
+) -> ClientOutcome {
+    let mut outcome = ClientOutcome {
+        completed: 0,
+        errors: 0,
+        first_error: None,
+        histogram: Histogram::<u64>::new(3).expect("histogram"),
+    };
+    let mut fail = |outcome: &mut ClientOutcome, e: String| {
+        outcome.errors += 1;
+        outcome.first_error.get_or_insert(e);
+    };
+    let socket = match ctx.socket(zmq::DEALER).and_then(|s| {
+        s.set_linger(0)?;
+        s.set_sndhwm(0)?;
+        s.set_rcvhwm(0)?;
+        s.connect(&spec.endpoint)?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&mut outcome, format!("socket: {e}"));
+            return outcome;
+        }
+    };
+    let more = |sent: u64| match deadline {
+        Some(d) => Instant::now() < d,
+        None => sent < total,
+    };
+    let mut in_flight: HashMap<u64, Instant> = HashMap::with_capacity(spec.window * 2);
+    let mut next_seq = 0u64;
+    loop {
+        while in_flight.len() < spec.window && more(next_seq) {
+            let frames = transport.request(&payload(id, next_seq, spec.size));
+            if let Err(e) = protocol::send_frames(&socket, frames, 0) {
+                fail(&mut outcome, format!("send: {e}"));
+                return outcome;
+            }
+            in_flight.insert(next_seq, Instant::now());
+            next_seq += 1;
+        }
+        if in_flight.is_empty() {
+            return outcome;
+        }
+        match socket.poll(zmq::POLLIN, spec.reply_timeout.as_millis() as i64) {
+            Ok(n) if n > 0 => {}
+            _ => {
+                outcome.errors += in_flight.len() as u64;
+                outcome.first_error.get_or_insert_with(|| format!("{} replies timed out", in_flight.len()));
+                return outcome;
+            }
+        }
+        // Drain everything that is ready before refilling the window.
+        while let Ok(frames) = protocol::recv_frames(&socket, zmq::DONTWAIT) {
+            match transport.reply(frames) {
+                Ok(None) => {}
+                Ok(Some(body)) => {
+                    let seq = body.get(8..16).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+                    let sent = seq.and_then(|s| in_flight.remove(&s));
+                    match sent {
+                        Some(at) if *body == *payload(id, seq.unwrap_or_default(), spec.size) => {
+                            let _ = outcome.histogram.record(at.elapsed().as_micros() as u64);
+                            outcome.completed += 1;
+                            progress.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => fail(&mut outcome, "reply does not match any request".into()),
+                    }
+                }
+                Err(e) => fail(&mut outcome, e),
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! `plant bench`: measure the broker against the bare-libzmq ceiling on this machine.
+//!
+//! - `plant bench broker`: echo traffic through a broker (an in-process one on a free port unless
+//!   `--broker` names a running one), with lean MDP echo workers started by the bench.
+//!   `--compare-ceiling` alternates ceiling and broker runs and prints the ratio, the figure that
+//!   stays stable on noisy machines.
+//! - `plant bench ceiling`: the same traffic through a bare ROUTER↔DEALER `zmq_proxy`.
+//! - `plant bench idle`: a `plantd-broker` child process with 1,000 idle clients and 100 idle
+//!   workers; reports its resident memory and CPU use.
+//!
+//! Method and results: `docs/benchmarks.md`.
+
+mod idle;
+mod load;
+mod peers;
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use plantd_worker_sdk::protocol::Dialect;
+use plantd_worker_sdk::testing::free_endpoint;
+use plantd_worker_sdk::Shutdown;
+use serde_json::json;
+
+use load::{LoadReport, LoadSpec, Transport};
+
+/// `plant bench` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Echo traffic through the MDP broker.
+    Broker(LoadArgs),
+    /// The same traffic through a bare libzmq ROUTER↔DEALER proxy (the ceiling).
+    Ceiling(LoadArgs),
+    /// Broker memory and CPU with many idle clients and workers.
+    Idle(idle::IdleArgs),
+}
+
+/// Shape of a load run.
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Total requests per run (split across clients).
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// Parallel client sockets.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Requests in flight per client (pipelining).
+    #[arg(long, default_value_t = 250)]
+    pub window: usize,
+    /// Body bytes per request (at least 16).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Echo workers (or proxy echo peers) the bench starts; 0 uses workers already registered.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// MDP dialect of the bench's clients and workers: 0.1 or 0.2.
+    #[arg(long, default_value = "0.2")]
+    pub protocol: Dialect,
+    /// Run each measurement for this many seconds instead of a fixed request count.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Use a running broker at this endpoint instead of starting one in-process.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Service to call (with `--workers 0`, an existing one such as org.plantd.module.Echo).
+    #[arg(long, default_value = "bench.echo")]
+    pub service: String,
+    /// Alternate ceiling and broker runs and report the ratio (broker only).
+    #[arg(long)]
+    pub compare_ceiling: bool,
+    /// Alternations with --compare-ceiling.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+/// Runs a bench subcommand; `json` selects machine-readable output.
+pub fn run(command: BenchCommand, json: bool) -> Result<()> {
+    match command {
+        BenchCommand::Broker(args) if args.compare_ceiling => compare(&args, json),
+        BenchCommand::Broker(args) => {
+            let report = broker_run(&args)?;
+            print_report("broker", &args, &report, json);
+            check(&report)
+        }
+        BenchCommand::Ceiling(args) => {
+            let report = ceiling_run(&args)?;
+            print_report("ceiling", &args, &report, json);
+            check(&report)
+        }
+        BenchCommand::Idle(args) => idle::run(args, json),
+    }
+}
+
+fn check(report: &LoadReport) -> Result<()> {
+    if report.errors > 0 {
+        bail!("{} requests failed: {}", report.errors, report.first_error.as_deref().unwrap_or("unknown"));
+    }
+    Ok(())
+}
+
+fn spec(args: &LoadArgs, endpoint: String) -> Result<LoadSpec> {
+    if args.clients == 0 || args.window == 0 {
+        bail!("--clients and --window must be at least 1");
+    }
+    if args.size < 16 {
+        bail!("--size must be at least 16 bytes (the bench stamps each body)");
+    }
+    Ok(LoadSpec {
+        endpoint,
+        clients: args.clients,
+        window: args.window,
+        size: args.size,
+        requests: args.requests.max(args.clients as u64),
+        duration: args.duration.map(Duration::from_secs_f64),
+        reply_timeout: Duration::from_secs(10),
+    })
+}
+
+/// An in-process broker on a free port, stopped on drop.
+struct InProcessBroker {
+    endpoint: String,
+    shutdown: Shutdown,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl InProcessBroker {
+    fn start() -> Result<Self> {
+        let endpoint = free_endpoint();
+        let config = plantd_broker::BrokerConfig {
+            endpoint: endpoint.clone(),
+            health_port: plantd_worker_sdk::testing::free_port(),
+            // Several brokers run side by side in tests: no buses on the fixed default ports.
+            bus: plantd_broker::bus::BusSettings::disabled(),
+            ..Default::default()
+        };
+        let shutdown = Shutdown::new();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        runtime.spawn(plantd_broker::run(config, shutdown.clone()));
+        Ok(InProcessBroker { endpoint, shutdown, runtime })
+    }
+}
+
+impl Drop for InProcessBroker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.runtime.block_on(tokio::time::sleep(Duration::from_millis(100)));
+    }
+}
+
+fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
+    let ctx = zmq::Context::new();
+    let local = match &args.broker {
+        Some(_) => None,
+        None => Some(InProcessBroker::start()?),
+    };
+    let endpoint = args.broker.clone().or_else(|| local.as_ref().map(|b| b.endpoint.clone())).unwrap_or_default();
+    let _workers = peers::mdp_echo_workers(&ctx, &endpoint, &args.service, args.protocol, args.workers, Duration::from_millis(1000))
+        .context("cannot start bench echo workers")?;
+    wait_for_service(&endpoint, &args.service)?;
+    let transport = Transport::Mdp { service: args.service.clone(), dialect: args.protocol };
+    Ok(measure(&ctx, &transport, &spec(args, endpoint)?, "broker"))
+}
+
+fn ceiling_run(args: &LoadArgs) -> Result<LoadReport> {
+    let ctx = zmq::Context::new();
+    let frontend = free_endpoint();
+    let _proxy = peers::ceiling_proxy(&ctx, &frontend, &free_endpoint(), args.workers.max(1))
+        .context("cannot start the ceiling proxy")?;
+    Ok(measure(&ctx, &Transport::Raw, &spec(args, frontend)?, "ceiling"))
+}
+
+fn wait_for_service(endpoint: &str, service: &str) -> Result<()> {
+    let client = plantd_worker_sdk::Client::connect(endpoint)?.with_timeout(Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !client.service_available(service).unwrap_or(false) {
+        if std::time::Instant::now() > deadline {
+            bail!("no worker for {service} registered at {endpoint}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Runs the load with a progress bar on a terminal.
+fn measure(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, label: &str) -> LoadReport {
+    let progress = Arc::new(AtomicU64::new(0));
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = match spec.duration {
+            Some(_) => indicatif::ProgressBar::new_spinner(),
+            None => indicatif::ProgressBar::new(spec.requests),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>8} {bar:40} {pos}/{len} {per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(label.to_owned());
+        bar
+    });
+    let report = std::thread::scope(|scope| {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(bar) = &bar {
+            let (progress, done) = (progress.clone(), done.clone());
+            scope.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    bar.set_position(progress.load(Ordering::Relaxed));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        let report = load::run_load(ctx, transport, spec, progress.clone());
+        done.store(true, Ordering::Relaxed);
+        report
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report
+}
+
+fn shape(args: &LoadArgs) -> String {
+    format!(
+        "{} clients × window {}, {} B bodies, {} workers, MDP/{}",
+        args.clients,
+        args.window,
+        args.size,
+        args.workers,
+        args.protocol.name()
+    )
+}
+
+fn print_report(label: &str, args: &LoadArgs, r: &LoadReport, json: bool) {
+    if json {
+        println!("{}", json!({ "mode": label, "shape": shape(args), "report": r }));
+        return;
+    }
+    println!("{label}: {}", shape(args));
+    println!(
+        "  {:>10.0} req/s  p50 {} µs  p90 {} µs  p99 {} µs  max {} µs  ({} ok, {} errors, {:.2} s)",
+        r.requests_per_sec, r.latency_us.p50, r.latency_us.p90, r.latency_us.p99, r.latency_us.max, r.completed, r.errors, r.seconds
+    );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Alternates ceiling and broker runs so both see the same machine conditions.
+fn compare(args: &LoadArgs, json: bool) -> Result<()> {
+    let mut ceiling = Vec::new();
+    let mut broker = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let c = ceiling_run(args)?;
+        check(&c)?;
+        let b = broker_run(args)?;
+        check(&b)?;
+        if !json {
+            println!(
+                "round {}: ceiling {:>9.0} req/s p50 {:>5} µs | broker {:>9.0} req/s p50 {:>5} µs",
+                round + 1,
+                c.requests_per_sec,
+                c.latency_us.p50,
+                b.requests_per_sec,
+                b.latency_us.p50
+            );
+        }
+        ceiling.push(c);
+        broker.push(b);
+    }
+    let tput = |rs: &[LoadReport]| median(rs.iter().map(|r| r.requests_per_sec).collect());
+    let p50 = |rs: &[LoadReport]| median(rs.iter().map(|r| r.latency_us.p50 as f64).collect());
+    let (ct, bt, cl, bl) = (tput(&ceiling), tput(&broker), p50(&ceiling), p50(&broker));
+    if json {
+        println!(
+            "{}",
+            json!({
+                "mode": "compare", "shape": shape(args),
+                "ceiling": ceiling, "broker": broker,
+                "median_req_per_sec": {"ceiling": ct, "broker": bt},
+                "median_p50_us": {"ceiling": cl, "broker": bl},
+                "throughput_ratio": bt / ct, "p50_latency_ratio": bl / cl,
+            })
+        );
+    } else {
+        println!("{}", shape(args));
+        println!("  median throughput: broker {bt:.0} req/s / ceiling {ct:.0} req/s = {:.2}×", bt / ct);
+        println!("  median p50 latency: broker {bl:.0} µs / ceiling {cl:.0} µs = {:.2}×", bl / cl);
+    }
+    Ok(())
+}

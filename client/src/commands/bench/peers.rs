@@ -1,0 +1,132 @@
+//! The far ends of a benchmark: lean MDP echo workers for the broker run, and the bare libzmq
+//! ROUTER↔DEALER proxy with raw echo peers that sets the ceiling.
+//!
+//! Both echo ends do the least possible work (receive, send the same body back) so that the
+//! comparison measures the broker against the proxy and nothing else.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use plantd_worker_sdk::protocol::{self, Dialect, Direction, Frame, Message, WorkerCommand};
+
+/// Threads that stop when the set is dropped.
+pub struct PeerSet {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    control: Option<zmq::Socket>,
+}
+
+impl Drop for PeerSet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(control) = &self.control {
+            let _ = control.send("TERMINATE", 0);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+const POLL_MS: i64 = 100;
+
+/// Starts `count` MDP echo workers for `service` on `endpoint`, speaking `dialect`.
+pub fn mdp_echo_workers(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    service: &str,
+    dialect: Dialect,
+    count: usize,
+    heartbeat: Duration,
+) -> zmq::Result<PeerSet> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for _ in 0..count {
+        let socket = ctx.socket(zmq::DEALER)?;
+        socket.set_linger(0)?;
+        socket.set_sndhwm(0)?;
+        socket.set_rcvhwm(0)?;
+        socket.connect(endpoint)?;
+        send(&socket, dialect, WorkerCommand::Ready { service: Frame::from(service) })?;
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || echo_worker_loop(socket, dialect, heartbeat, &stop)));
+    }
+    Ok(PeerSet { stop, threads, control: None })
+}
+
+fn send(socket: &zmq::Socket, dialect: Dialect, cmd: WorkerCommand) -> zmq::Result<()> {
+    let mut out = Vec::with_capacity(6);
+    // Worker commands used here exist in every dialect.
+    let _ = protocol::encode(dialect, Direction::ToBroker, Message::Worker(cmd), &mut out);
+    protocol::send_frames(socket, out, 0)
+}
+
+fn echo_worker_loop(socket: zmq::Socket, dialect: Dialect, heartbeat: Duration, stop: &AtomicBool) {
+    let mut last_sent = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if last_sent.elapsed() >= heartbeat {
+            let _ = send(&socket, dialect, WorkerCommand::Heartbeat);
+            last_sent = Instant::now();
+        }
+        if !matches!(socket.poll(zmq::POLLIN, POLL_MS), Ok(n) if n > 0) {
+            continue;
+        }
+        while let Ok(frames) = protocol::recv_frames(&socket, zmq::DONTWAIT) {
+            if let Ok((_, Message::Worker(WorkerCommand::Request { client, body }))) =
+                protocol::decode(Direction::FromBroker, frames)
+            {
+                let _ = send(&socket, dialect, WorkerCommand::Final { client, body });
+                last_sent = Instant::now();
+            }
+        }
+    }
+    let _ = send(&socket, dialect, WorkerCommand::Disconnect);
+}
+
+/// Starts the ceiling: a libzmq proxy (ROUTER frontend on `frontend`, DEALER backend on
+/// `backend`, both TCP like the broker's two legs) and `count` raw echo peers behind it.
+pub fn ceiling_proxy(ctx: &zmq::Context, frontend: &str, backend: &str, count: usize) -> zmq::Result<PeerSet> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let backend_ep = backend.to_owned();
+    let control_ep = format!("inproc://bench-ceiling-control-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let front = ctx.socket(zmq::ROUTER)?;
+    let back = ctx.socket(zmq::DEALER)?;
+    for s in [&front, &back] {
+        s.set_linger(0)?;
+        s.set_sndhwm(0)?;
+        s.set_rcvhwm(0)?;
+    }
+    front.bind(frontend)?;
+    back.bind(&backend_ep)?;
+    let control_rx = ctx.socket(zmq::PAIR)?;
+    control_rx.bind(&control_ep)?;
+    let control = ctx.socket(zmq::PAIR)?;
+    control.connect(&control_ep)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = vec![std::thread::spawn(move || {
+        let (mut front, mut back, mut control_rx) = (front, back, control_rx);
+        let _ = zmq::proxy_steerable(&mut front, &mut back, &mut control_rx);
+    })];
+    for _ in 0..count {
+        let peer = ctx.socket(zmq::ROUTER)?;
+        peer.set_linger(0)?;
+        peer.set_sndhwm(0)?;
+        peer.set_rcvhwm(0)?;
+        peer.connect(&backend_ep)?;
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if !matches!(peer.poll(zmq::POLLIN, POLL_MS), Ok(n) if n > 0) {
+                    continue;
+                }
+                while let Ok(frames) = protocol::recv_frames(&peer, zmq::DONTWAIT) {
+                    let _ = protocol::send_frames(&peer, frames, 0);
+                }
+            }
+        }));
+    }
+    Ok(PeerSet { stop, threads, control: Some(control) })
+}

@@ -1,0 +1,185 @@
+//! `plant state`: the state service (`org.plantd.State`) from the command line.
+//!
+//! Every subcommand sends one `[operation, json]` request and prints the reply's `data` as JSON on
+//! stdout (whatever `--output` says: the data is JSON). An error reply becomes a one-line error
+//! (`error: SCOPE_NOT_FOUND: scope 'x' does not exist`) and exit 1. Values are parsed as JSON when
+//! they are valid JSON and sent as strings otherwise; `--string` always sends a string.
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Map, Value};
+
+use crate::context::Context;
+use crate::error::CliError;
+use crate::output;
+
+/// The state service's MDP name.
+pub const STATE_SERVICE: &str = "org.plantd.State";
+/// The scope used when none is given, as in the Go CLI.
+pub const DEFAULT_SCOPE: &str = "org.plantd.Client";
+
+/// Options of `plant state`.
+#[derive(Args, Debug, Clone)]
+pub struct StateArgs {
+    /// Scope (namespace) to work in.
+    #[arg(long, visible_alias = "service", global = true, default_value = DEFAULT_SCOPE)]
+    pub scope: String,
+    /// Send values as strings even when they parse as JSON.
+    #[arg(long, global = true)]
+    pub string: bool,
+    /// Access token sent with every request (for a state service with authorization).
+    #[arg(long, global = true, env = "PLANTD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+/// `plant state` subcommands.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum StateCommand {
+    /// Print the value of a key.
+    Get {
+        /// Key to read.
+        key: String,
+    },
+    /// Set a key (the scope is created if needed).
+    Set {
+        /// Key to write.
+        key: String,
+        /// Value: JSON if it parses as JSON, otherwise a string.
+        value: String,
+    },
+    /// Delete a key.
+    Delete {
+        /// Key to delete.
+        key: String,
+    },
+    /// List the keys of the scope.
+    List,
+    /// Create the scope.
+    CreateScope,
+    /// Delete the scope and all its keys.
+    DeleteScope,
+    /// List every scope.
+    ListScopes,
+    /// Write an online backup of the whole database (path on the state service's host; relative
+    /// paths go to its backup directory).
+    Backup {
+        /// Target file; must not exist.
+        path: String,
+    },
+}
+
+/// The value to send for `raw`: JSON when it parses (unless `force_string`), else a string.
+pub fn parse_value(raw: &str, force_string: bool) -> Value {
+    if force_string {
+        return Value::String(raw.to_owned());
+    }
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}
+
+/// The `(operation, body)` a command sends.
+pub fn request_for(args: &StateArgs) -> (&'static str, Value) {
+    let scope = || json!(args.scope);
+    let (op, mut body) = match &args.command {
+        StateCommand::Get { key } => ("state-get", json!({"service": scope(), "key": key})),
+        StateCommand::Set { key, value } => (
+            "state-set",
+            json!({"service": scope(), "key": key, "value": parse_value(value, args.string)}),
+        ),
+        StateCommand::Delete { key } => ("delete", json!({"service": scope(), "key": key})),
+        StateCommand::List => ("list-keys", json!({"service": scope()})),
+        StateCommand::CreateScope => ("create-scope", json!({"service": scope()})),
+        StateCommand::DeleteScope => ("delete-scope", json!({"service": scope()})),
+        StateCommand::ListScopes => ("list-scopes", Value::Object(Map::new())),
+        StateCommand::Backup { path } => ("backup", json!({"path": path})),
+    };
+    if let (Some(token), Some(map)) = (&args.token, body.as_object_mut()) {
+        map.insert("token".into(), json!(token));
+    }
+    (op, body)
+}
+
+/// Turns a reply frame into the `data` it carries, or a one-line error.
+pub fn interpret_reply(reply: &[Vec<u8>]) -> Result<Value, CliError> {
+    let unexpected = |what: &str| CliError::Input(format!("{STATE_SERVICE} sent {what}"));
+    let frame = reply.first().ok_or_else(|| unexpected("an empty reply"))?;
+    let envelope: Value =
+        serde_json::from_slice(frame).map_err(|_| unexpected("a reply that is not JSON"))?;
+    match envelope.get("success").and_then(Value::as_bool) {
+        Some(true) => Ok(envelope.get("data").cloned().unwrap_or(Value::Null)),
+        Some(false) => {
+            let code = envelope["error"]["code"].as_str().unwrap_or("ERROR");
+            let message = envelope["error"]["message"].as_str().unwrap_or("");
+            Err(CliError::Input(format!("{code}: {message}")))
+        }
+        None => Err(unexpected(&format!("an unexpected reply: {envelope}"))),
+    }
+}
+
+/// Runs `plant state ...` and prints the reply's data.
+pub fn run(ctx: &Context, args: StateArgs) -> Result<(), CliError> {
+    let (op, body) = request_for(&args);
+    let client = ctx.client()?;
+    let reply = client
+        .request(
+            STATE_SERVICE,
+            vec![op.as_bytes().to_vec(), body.to_string().into_bytes()],
+        )
+        .map_err(|e| ctx.request_error(&client, STATE_SERVICE, e))?;
+    output::print_json(&interpret_reply(&reply)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(command: StateCommand) -> StateArgs {
+        StateArgs {
+            scope: DEFAULT_SCOPE.into(),
+            string: false,
+            token: None,
+            command,
+        }
+    }
+
+    #[test]
+    fn values_are_json_when_they_parse_and_strings_otherwise() {
+        assert_eq!(parse_value("42", false), json!(42));
+        assert_eq!(parse_value("{\"a\":1}", false), json!({"a": 1}));
+        assert_eq!(parse_value("hello world", false), json!("hello world"));
+        assert_eq!(parse_value("42", true), json!("42"));
+    }
+
+    #[test]
+    fn commands_map_to_go_operation_names_and_fields() {
+        let mut a = args(StateCommand::Set {
+            key: "k".into(),
+            value: "true".into(),
+        });
+        a.token = Some("t".into());
+        assert_eq!(
+            request_for(&a),
+            (
+                "state-set",
+                json!({"service": DEFAULT_SCOPE, "key": "k", "value": true, "token": "t"})
+            )
+        );
+        assert_eq!(request_for(&args(StateCommand::List)).0, "list-keys");
+        assert_eq!(
+            request_for(&args(StateCommand::ListScopes)),
+            ("list-scopes", json!({}))
+        );
+    }
+
+    #[test]
+    fn error_replies_become_one_line_errors() {
+        let ok = br#"{"success":true,"data":{"x":1}}"#.to_vec();
+        assert_eq!(interpret_reply(&[ok]).unwrap(), json!({"x": 1}));
+        let err =
+            br#"{"success":false,"error":{"code":"KEY_NOT_FOUND","message":"no k"}}"#.to_vec();
+        assert_eq!(
+            interpret_reply(&[err]).unwrap_err().to_string(),
+            "KEY_NOT_FOUND: no k"
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! What every command shares: the global flags, a client built from them, and how request errors
+//! are explained (telling an unreachable broker from a slow worker).
+
+use std::time::Duration;
+
+use plantd_worker_sdk::client::{Client, ClientError};
+
+use crate::error::CliError;
+use crate::output::OutputFormat;
+
+/// The global options, resolved.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// Broker endpoint.
+    pub endpoint: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Resends after a timeout.
+    pub retries: u32,
+    /// How results are printed.
+    pub output: OutputFormat,
+}
+
+/// Longest wait of the reachability probe made after a timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Context {
+    /// A blocking client for the broker with the global timeout and retries.
+    pub fn client(&self) -> Result<Client, CliError> {
+        Client::connect(&self.endpoint)
+            .map(|c| c.with_timeout(self.timeout).with_retries(self.retries))
+            .map_err(|e| match e {
+                ClientError::InvalidEndpoint(e) => {
+                    CliError::Input(format!("invalid broker endpoint {e}"))
+                }
+                other => CliError::Input(format!("cannot create client: {other}")),
+            })
+    }
+
+    /// Explains a failed request to `service`. On a timeout, a short MMI probe tells an
+    /// unreachable broker from a service that did not answer.
+    pub fn request_error(&self, client: &Client, service: &str, error: ClientError) -> CliError {
+        if !matches!(error, ClientError::Timeout) {
+            return CliError::Request {
+                service: service.to_owned(),
+                source: error,
+            };
+        }
+        let unreachable = CliError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            timeout: self.timeout,
+        };
+        if service.starts_with("mmi.") {
+            return unreachable;
+        }
+        let probe = client
+            .clone()
+            .with_timeout(self.timeout.min(PROBE_TIMEOUT))
+            .with_retries(0);
+        match probe.request("mmi.service", vec![b"mmi.service".to_vec()]) {
+            Err(ClientError::Timeout) => unreachable,
+            _ => CliError::Timeout {
+                service: service.to_owned(),
+                timeout: self.timeout,
+            },
+        }
+    }
+}
+
+/// Parses a `--timeout`: `500ms`, `5s`, `1.5s`, `2m`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (try 500ms, 5s or 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s or m)")),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Shows a duration the way `--timeout` takes it (`500ms`, `5s`, `1.5s`).
+pub fn format_duration(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_bare_seconds() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        for bad in ["", "x", "5h", "0", "-1s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

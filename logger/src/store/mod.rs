@@ -1,0 +1,198 @@
+//! SQLite storage: the schema ([`migrations`]), the single writer thread that batches inserts and
+//! applies retention ([`writer`]), and the read side used by queries ([`query`], [`Readers`]).
+//!
+//! The file runs in WAL mode with `synchronous=NORMAL`: a crash may lose the last batch (bus
+//! messages are fire-and-forget anyway) but never corrupts the file, and readers never block the
+//! writer. Times are stored as Unix microseconds (UTC).
+
+pub mod migrations;
+pub mod query;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use thiserror::Error;
+
+pub use migrations::{MigrationError, SCHEMA_VERSION};
+pub use writer::{spawn_writer, WriterSettings};
+
+/// How long a connection waits for a lock before giving up (the writer holds it per batch only).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows deleted per retention statement, so one pass never holds the write lock for long.
+const RETENTION_CHUNK: u64 = 10_000;
+
+/// Why storage failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The schema could not be migrated.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+}
+
+/// One row of the `metrics` table, ready to insert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricRow {
+    /// Reading time, Unix microseconds.
+    pub time_us: i64,
+    /// Bus it arrived on.
+    pub bus: String,
+    /// Bus topic.
+    pub topic: String,
+    /// Producer (device, host).
+    pub source: String,
+    /// Channel measured.
+    pub channel: String,
+    /// The reading; `None` for NaN (JSON and SQLite have no NaN).
+    pub value: Option<f64>,
+    /// Units.
+    pub units: String,
+    /// Tags as a JSON object.
+    pub tags_json: String,
+}
+
+/// One row of the `events` table, ready to insert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRow {
+    /// Event time (its own `time` field if it has one, else when it arrived), Unix microseconds.
+    pub time_us: i64,
+    /// Bus it arrived on.
+    pub bus: String,
+    /// Bus topic.
+    pub topic: String,
+    /// How the payload was read: `msgpack`, `json`, `base64` (undecodable), `multipart`, `none`.
+    pub encoding: &'static str,
+    /// The payload as JSON text (undecodable bytes as a base64 string).
+    pub payload_json: String,
+    /// True when (part of) the payload was neither MessagePack nor JSON.
+    pub malformed: bool,
+}
+
+/// What the ingest side hands the writer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// A decoded [`plantd_worker_sdk::bus::Metric`].
+    Metric(MetricRow),
+    /// Anything else.
+    Event(EventRow),
+}
+
+/// The retention policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Rows older than this are deleted.
+    pub max_age: Option<Duration>,
+    /// Each table keeps at most this many rows (the newest).
+    pub max_rows: Option<u64>,
+    /// How often the policy runs.
+    pub interval: Duration,
+}
+
+/// Rows deleted by one retention pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// From `metrics`.
+    pub metrics: u64,
+    /// From `events`.
+    pub events: u64,
+}
+
+/// Opens (creating if needed) the database for writing: WAL, `synchronous=NORMAL`, migrated.
+pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // A missing directory would otherwise surface as SQLite's vaguer "unable to open".
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    migrations::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Read-only connections for queries, opened on demand and reused.
+pub struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    /// Readers of the database at `path` (which the writer has already created).
+    pub fn new(path: &Path) -> Self {
+        Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on an idle reader (opening one if none is idle).
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+        Ok(result?)
+    }
+}
+
+/// Deletes what `retention` says must go, given the current time.
+pub fn apply_retention(
+    conn: &Connection,
+    retention: &Retention,
+    now_us: i64,
+) -> rusqlite::Result<Deleted> {
+    let mut deleted = Deleted::default();
+    for (table, count) in [
+        ("metrics", &mut deleted.metrics),
+        ("events", &mut deleted.events),
+    ] {
+        if let Some(max_age) = retention.max_age {
+            let cutoff =
+                now_us.saturating_sub(i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX));
+            // The table name is one of our two constants, never input.
+            let sql = format!(
+                "DELETE FROM {table} WHERE id IN \
+                 (SELECT id FROM {table} WHERE time < ?1 LIMIT {RETENTION_CHUNK})"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            loop {
+                let n = stmt.execute([cutoff])? as u64;
+                *count += n;
+                if n < RETENTION_CHUNK {
+                    break;
+                }
+            }
+        }
+        if let Some(max_rows) = retention.max_rows {
+            // Row ids grow with insertion order, so "the newest N rows" are the N highest ids.
+            let sql = format!(
+                "DELETE FROM {table} WHERE id <= \
+                 (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?1)"
+            );
+            *count += conn.execute(&sql, [max_rows])? as u64;
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,70 @@
+//! `StateConfig`: everything `plantd-state` can be told, with the defaults of DESIGN.md §3.
+//!
+//! Loaded with `plantd_worker_sdk::config::load("state", ...)`, so every key is also an environment
+//! variable: `PLANTD_STATE_DB`, `PLANTD_STATE_BROKER_ENDPOINT`, `PLANTD_STATE_HEALTH_PORT`,
+//! `PLANTD_STATE_DURABILITY`, `PLANTD_STATE_LIMITS__MAX_VALUE_BYTES`,
+//! `PLANTD_STATE_BACKUP__INTERVAL_SECS`, ...
+
+use std::path::PathBuf;
+
+use plantd_worker_sdk::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+
+use crate::backup::BackupConfig;
+use crate::ops::Limits;
+use crate::store::Durability;
+
+/// Configuration of the state service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StateConfig {
+    /// SQLite database file (`PLANTD_STATE_DB`).
+    pub db: PathBuf,
+    /// Broker MDP endpoint (`PLANTD_STATE_BROKER_ENDPOINT`).
+    pub broker_endpoint: String,
+    /// Worker sessions per broker, i.e. requests served in parallel.
+    pub concurrency: usize,
+    /// Heartbeat interval towards the broker, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Missed heartbeats before the broker connection counts as lost.
+    pub liveness: u32,
+    /// Address of `/healthz` and `/metrics`.
+    pub health_host: String,
+    /// Port of `/healthz` and `/metrics` (`PLANTD_STATE_HEALTH_PORT`).
+    pub health_port: u16,
+    /// Seconds between database-writable probes for `/healthz`.
+    pub probe_interval_secs: u64,
+    /// `normal` (`synchronous=NORMAL`) or `full` (`synchronous=FULL`).
+    pub durability: Durability,
+    /// Size limits.
+    pub limits: Limits,
+    /// Scheduled backups.
+    pub backup: BackupConfig,
+    /// Frontend of the `state` bus for change notifications; empty disables them.
+    pub bus_endpoint: String,
+    /// Log filter (`info`, `plantd_state=debug`, ...).
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            db: PathBuf::from("./plantd-state.db"),
+            broker_endpoint: "tcp://127.0.0.1:9797".into(),
+            concurrency: 4,
+            heartbeat_ms: 2500,
+            liveness: 3,
+            health_host: "0.0.0.0".into(),
+            health_port: 8082,
+            probe_interval_secs: 5,
+            durability: Durability::Normal,
+            limits: Limits::default(),
+            backup: BackupConfig::default(),
+            bus_endpoint: "tcp://127.0.0.1:11000".into(),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}

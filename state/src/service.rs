@@ -1,0 +1,215 @@
+//! [`run`]: the state service as a whole. Opens the store, serves `org.plantd.State` on the broker
+//! with `concurrency` worker sessions, serves `/healthz` and `/metrics`, probes the database,
+//! publishes changes on the `state` bus and takes scheduled backups, until shutdown.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use plantd_worker_sdk::bus::BusError;
+use plantd_worker_sdk::health::{self, Check, Health, HealthError};
+use plantd_worker_sdk::worker::WorkerError;
+use plantd_worker_sdk::{Frames, HandlerError, Worker};
+use prometheus::Registry;
+
+use crate::auth::{AllowAll, Authorizer};
+use crate::bus_publisher::BusPublisher;
+use crate::changes::{ChangePublisher, NullPublisher};
+use crate::config::StateConfig;
+use crate::metrics::StateMetrics;
+use crate::ops::{Dispatcher, SERVICE_NAME};
+use crate::store::{StateStore, StoreError, StoreOptions, WriteOp};
+use crate::{backup, Shutdown};
+
+/// How long a database probe may take before `/healthz` reports the database DOWN.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open the state database: {0}")]
+    Store(#[from] StoreError),
+    /// The health/metrics server could not start.
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    /// The MDP worker could not start.
+    #[error("state worker: {0}")]
+    Worker(#[from] WorkerError),
+    /// The bus publisher could not be created.
+    #[error("state bus publisher: {0}")]
+    Bus(#[from] BusError),
+    /// A metric could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A setting is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Pluggable parts of the service; the defaults allow everything and publish on the configured bus.
+#[derive(Clone)]
+pub struct Hooks {
+    /// Consulted for every operation.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Receives committed changes; `None` means the `state` bus at `config.bus_endpoint`.
+    pub publisher: Option<Arc<dyn ChangePublisher>>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            authorizer: Arc::new(AllowAll),
+            publisher: None,
+        }
+    }
+}
+
+/// Runs the state service until `shutdown` is cancelled.
+pub async fn run(config: StateConfig, shutdown: Shutdown) -> Result<(), StateError> {
+    run_with(config, Hooks::default(), shutdown).await
+}
+
+/// [`run`] with a custom authorizer or change publisher.
+pub async fn run_with(
+    config: StateConfig,
+    hooks: Hooks,
+    shutdown: Shutdown,
+) -> Result<(), StateError> {
+    if config.concurrency == 0 {
+        return Err(StateError::Config("concurrency must be at least 1".into()));
+    }
+    let health_addr = health_addr(&config)?;
+    let registry = Registry::new();
+    let metrics = StateMetrics::register(&registry)?;
+    let health = Health::new(env!("CARGO_PKG_VERSION"));
+    let broker_check = health.check("broker_connection");
+    let database_check = health.check("database");
+
+    let publisher: Arc<dyn ChangePublisher> = match hooks.publisher {
+        Some(publisher) => publisher,
+        None if config.bus_endpoint.is_empty() => Arc::new(NullPublisher),
+        None => Arc::new(BusPublisher::connect(
+            &config.bus_endpoint,
+            metrics.changes_published.clone(),
+            metrics.changes_dropped.clone(),
+        )?),
+    };
+    let options = StoreOptions {
+        durability: config.durability,
+        max_idle_readers: config.concurrency.max(1) * 2,
+        metrics: Some(metrics.clone()),
+        publisher,
+        ..StoreOptions::default()
+    };
+    let db = config.db.clone();
+    let store = tokio::task::spawn_blocking(move || StateStore::open(db, options))
+        .await
+        .map_err(|e| StateError::Config(format!("store open task failed: {e}")))??;
+
+    let backup_dir = config.backup.dir_for(store.path());
+    let dispatcher = Arc::new(
+        Dispatcher::new(store.clone(), metrics.clone())
+            .with_limits(config.limits.clone())
+            .with_authorizer(hooks.authorizer)
+            .with_backup_dir(backup_dir),
+    );
+    let worker = Worker::builder(SERVICE_NAME)
+        .endpoint(config.broker_endpoint.clone())
+        .heartbeat(Duration::from_millis(config.heartbeat_ms.max(1)))
+        .liveness(config.liveness)
+        .concurrency(config.concurrency)
+        .connection_check(broker_check)
+        .handler(move |request: Frames| -> Result<Frames, HandlerError> {
+            Ok(vec![dispatcher.handle(&request)])
+        })
+        .build();
+    let worker = match worker {
+        Ok(worker) => worker,
+        Err(e) => {
+            close(store).await;
+            return Err(e.into());
+        }
+    };
+
+    // Everything below stops with `stop`, which also fires if the worker fails.
+    let stop = shutdown.child_token();
+    let server = match health::serve(health_addr, health, registry, stop.clone()).await {
+        Ok(server) => server,
+        Err(e) => {
+            close(store).await;
+            return Err(e.into());
+        }
+    };
+    let server = tokio::spawn(server);
+    let probe = tokio::spawn(probe_database(
+        store.clone(),
+        database_check,
+        Duration::from_secs(config.probe_interval_secs.max(1)),
+        stop.clone(),
+    ));
+    let schedule = tokio::spawn(backup::run_schedule(
+        store.clone(),
+        config.backup.clone(),
+        metrics,
+        stop.clone(),
+    ));
+    tracing::info!(
+        db = %store.path().display(),
+        broker = %config.broker_endpoint,
+        sessions = config.concurrency,
+        health = %health_addr,
+        "state service started"
+    );
+
+    let result = worker.run(stop.clone()).await;
+    stop.cancel();
+    let _ = probe.await;
+    let _ = schedule.await;
+    let served = server.await;
+    close(store).await;
+    tracing::info!("state service stopped");
+    result?;
+    match served {
+        Ok(result) => result.map_err(StateError::from),
+        Err(e) => Err(StateError::Config(format!(
+            "health server task failed: {e}"
+        ))),
+    }
+}
+
+fn health_addr(config: &StateConfig) -> Result<SocketAddr, StateError> {
+    (config.health_host.as_str(), config.health_port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            StateError::Config(format!(
+                "cannot resolve health address {}:{}",
+                config.health_host, config.health_port
+            ))
+        })
+}
+
+/// Commits everything queued, then stops the writer (off the async runtime: it joins a thread).
+async fn close(store: StateStore) {
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+}
+
+/// Keeps the `database` check true: a real write through the writer thread every `interval`.
+async fn probe_database(store: StateStore, check: Check, interval: Duration, stop: Shutdown) {
+    loop {
+        match tokio::time::timeout(PROBE_TIMEOUT, store.write(WriteOp::Probe)).await {
+            Ok(Ok(())) => check.up(),
+            Ok(Err(e)) => check.down(format!("database not writable: {e}")),
+            Err(_) => check.down(format!(
+                "database write did not complete within {} s",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}

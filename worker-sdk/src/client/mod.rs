@@ -1,0 +1,221 @@
+//! MDP clients: [`Client`] (blocking) and [`AsyncClient`], with MMI helpers.
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use plantd_worker_sdk::client::Client;
+//! # fn example() -> Result<(), plantd_worker_sdk::client::ClientError> {
+//! let client = Client::connect("tcp://127.0.0.1:9797")?
+//!     .with_timeout(Duration::from_secs(5))
+//!     .with_retries(1);
+//! let reply = client.request("org.plantd.module.Echo", vec![b"hello".to_vec()])?;
+//! assert_eq!(reply, vec![b"hello".to_vec()]);
+//! # Ok(()) }
+//! ```
+//!
+//! **Sockets.** MDP carries no request ids, so every in-flight request has a DEALER socket to
+//! itself, taken from a pool and returned only after its FINAL arrived. A socket whose request
+//! timed out or was abandoned is closed, never reused, so a late reply cannot reach another
+//! request. A reply whose service frame is not the requested service is dropped as stale.
+//!
+//! **Timeouts and retries.** The timeout bounds the wait for each reply message (for a plain
+//! request that is the whole request, unless the worker streams PARTIALs). On a timeout with no
+//! reply at all yet, the client follows the RFC's advice: close the socket, open a new one and
+//! resend, up to `retries` times, then fail with [`ClientError::Timeout`]. The default is no
+//! retry, because a resend may run a non-idempotent request twice; opt in with `with_retries`.
+//!
+//! **Errors.** Broker and worker error replies (`["plantd.error", code, message]`) become typed
+//! errors: `404` [`ClientError::NotFound`], `503` [`ClientError::QueueFull`], `504`
+//! [`ClientError::Expired`], `500` [`ClientError::Worker`], any other code
+//! [`ClientError::Broker`].
+
+mod async_client;
+mod blocking;
+mod mmi;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::protocol::{
+    decode, encode, ClientCommand, Dialect, Direction, ErrorCode, ErrorReply, Frame, Message,
+    ProtocolError,
+};
+use crate::Frames;
+
+pub use async_client::{AsyncClient, AsyncReplyStream};
+pub use blocking::{Client, ReplyStream};
+pub use mmi::{BrokerInfo, BusInfo, ServiceInfo, WorkerInfo};
+
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of resends after a timeout (none: see the module docs).
+pub const DEFAULT_RETRIES: u32 = 0;
+/// Idle sockets a client keeps for reuse; more concurrent requests open (and later close) extra.
+const MAX_IDLE_SOCKETS: usize = 64;
+
+/// Why a request failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// `404`: no worker has ever served the service (the broker let the request expire).
+    #[error("service not found (no worker registered for it)")]
+    NotFound,
+    /// `503`: the service's queue in the broker is full.
+    #[error("service queue is full in the broker")]
+    QueueFull,
+    /// `504`: the request expired in the broker's queue before a worker was free.
+    #[error("request expired in the broker queue before a worker took it")]
+    Expired,
+    /// `500`: the worker's handler failed (or the broker gave up re-dispatching); the message is
+    /// the worker's or the broker's.
+    #[error("worker error: {0}")]
+    Worker(String),
+    /// Another error reply code.
+    #[error("broker error {code}: {message}")]
+    Broker {
+        /// The code as sent.
+        code: String,
+        /// The message as sent.
+        message: String,
+    },
+    /// No reply within the timeout, after all retries.
+    #[error("timed out waiting for a reply")]
+    Timeout,
+    /// The reply was not what the protocol (or an MMI query) promises.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The request cannot be sent as given (empty service name, ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The endpoint cannot be connected to (bad syntax or unsupported transport).
+    #[error("invalid endpoint {0}")]
+    InvalidEndpoint(String),
+    /// The client's I/O thread has stopped.
+    #[error("client is closed")]
+    Closed,
+    /// A ZeroMQ call failed.
+    #[error("zmq error: {0}")]
+    Zmq(#[from] zmq::Error),
+}
+
+/// One reply message of a streamed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// An intermediate reply (18/MDP workers only).
+    Partial(Frames),
+    /// The last reply.
+    Final(Frames),
+}
+
+/// Timeout, retries and dialect of one client handle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Options {
+    pub(crate) timeout: Duration,
+    pub(crate) retries: u32,
+    pub(crate) dialect: Dialect,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            dialect: Dialect::V02,
+        }
+    }
+}
+
+/// A new DEALER connected to `endpoint`.
+pub(crate) fn connect_socket(
+    context: &zmq::Context,
+    endpoint: &str,
+) -> Result<zmq::Socket, ClientError> {
+    let socket = context.socket(zmq::DEALER)?;
+    socket.set_linger(0)?;
+    socket.connect(endpoint).map_err(|e| match e {
+        zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT | zmq::Error::ENOCOMPATPROTO => {
+            ClientError::InvalidEndpoint(format!("{endpoint:?}: {e}"))
+        }
+        other => ClientError::Zmq(other),
+    })?;
+    Ok(socket)
+}
+
+/// Checks a service name before it goes on the wire.
+pub(crate) fn check_service(service: &str) -> Result<(), ClientError> {
+    if service.is_empty() {
+        return Err(ClientError::InvalidRequest(
+            "service name is empty".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends a REQUEST for `service` on `socket`, without blocking.
+pub(crate) fn send_request(
+    socket: &zmq::Socket,
+    dialect: Dialect,
+    service: &str,
+    body: Frames,
+) -> Result<(), ClientError> {
+    let mut frames = Vec::with_capacity(body.len() + 4);
+    let command = ClientCommand::Request {
+        service: Frame::from(service.as_bytes()),
+        body: body.into_iter().map(Frame::from).collect(),
+    };
+    encode(
+        dialect,
+        Direction::ToBroker,
+        Message::Client(command),
+        &mut frames,
+    )
+    .map_err(|e: ProtocolError| ClientError::InvalidRequest(e.to_string()))?;
+    crate::protocol::send_frames(socket, frames, zmq::DONTWAIT)?;
+    Ok(())
+}
+
+/// What a received message means for the request for `service`.
+pub(crate) enum Incoming {
+    /// A PARTIAL for this request.
+    Partial(Frames),
+    /// The FINAL for this request, already turned into a result.
+    Final(Result<Frames, ClientError>),
+    /// Malformed, not a client reply, or for another service: dropped.
+    Stale,
+}
+
+/// Classifies a message received on a request's socket.
+pub(crate) fn classify(frames: Vec<Frame>, service: &str) -> Incoming {
+    match decode(Direction::FromBroker, frames) {
+        Ok((_, Message::Client(ClientCommand::Partial { service: s, body })))
+            if &*s == service.as_bytes() =>
+        {
+            Incoming::Partial(crate::protocol::to_vecs(&body))
+        }
+        Ok((_, Message::Client(ClientCommand::Final { service: s, body })))
+            if &*s == service.as_bytes() =>
+        {
+            Incoming::Final(final_result(&body))
+        }
+        _ => Incoming::Stale,
+    }
+}
+
+/// A FINAL body as a result: error replies become typed errors.
+fn final_result(body: &[Frame]) -> Result<Frames, ClientError> {
+    match ErrorReply::parse(body) {
+        None => Ok(crate::protocol::to_vecs(body)),
+        Some(reply) => Err(match ErrorCode::parse(reply.code.as_bytes()) {
+            Some(ErrorCode::NotFound) => ClientError::NotFound,
+            Some(ErrorCode::QueueFull) => ClientError::QueueFull,
+            Some(ErrorCode::Expired) => ClientError::Expired,
+            Some(ErrorCode::Internal) => ClientError::Worker(reply.message),
+            _ => ClientError::Broker {
+                code: reply.code,
+                message: reply.message,
+            },
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,290 @@
+//! Client wire behaviour against a bare ROUTER peer: reply matching, typed errors, timeouts and
+//! resends on fresh sockets. (Behaviour through the real broker is covered by the workspace
+//! integration tests.)
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::protocol::{self, decode_routed, frames_of};
+use crate::testing::free_endpoint;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A ROUTER standing where a broker would.
+struct Peer {
+    socket: zmq::Socket,
+    _context: zmq::Context,
+}
+
+impl Peer {
+    fn bind(endpoint: &str) -> Peer {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::ROUTER).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.bind(endpoint).unwrap();
+        Peer {
+            socket,
+            _context: context,
+        }
+    }
+
+    /// The next client REQUEST: (routing id, dialect, service, body).
+    fn expect_request(&self) -> (Vec<u8>, Dialect, Vec<u8>, Frames) {
+        assert!(
+            self.socket
+                .poll(zmq::POLLIN, DEADLINE.as_millis() as i64)
+                .unwrap()
+                > 0,
+            "no request within {DEADLINE:?}"
+        );
+        let frames = protocol::recv_frames(&self.socket, 0).unwrap();
+        match decode_routed(frames) {
+            Ok((id, dialect, Message::Client(ClientCommand::Request { service, body }))) => (
+                id.to_vec(),
+                dialect,
+                service.to_vec(),
+                protocol::to_vecs(&body),
+            ),
+            other => panic!("expected a client REQUEST, got {other:?}"),
+        }
+    }
+
+    fn reply(&self, id: &[u8], dialect: Dialect, command: ClientCommand) {
+        let mut frames = vec![Frame::from(id)];
+        encode(
+            dialect,
+            Direction::FromBroker,
+            Message::Client(command),
+            &mut frames,
+        )
+        .unwrap();
+        protocol::send_frames(&self.socket, frames, 0).unwrap();
+    }
+
+    fn final_reply(&self, id: &[u8], service: &str, body: &[&[u8]]) {
+        self.reply(
+            id,
+            Dialect::V02,
+            ClientCommand::Final {
+                service: Frame::from(service),
+                body: frames_of(body),
+            },
+        );
+    }
+}
+
+fn frames(parts: &[&[u8]]) -> Frames {
+    parts.iter().map(|p| p.to_vec()).collect()
+}
+
+#[test]
+fn error_replies_become_typed_errors() {
+    let error = |code: &str, message: &str| {
+        final_result(&frames_of(&[
+            b"plantd.error",
+            code.as_bytes(),
+            message.as_bytes(),
+        ]))
+    };
+    assert!(matches!(error("404", "x"), Err(ClientError::NotFound)));
+    assert!(matches!(error("503", "x"), Err(ClientError::QueueFull)));
+    assert!(matches!(error("504", "x"), Err(ClientError::Expired)));
+    assert!(
+        matches!(error("500", "handler broke"), Err(ClientError::Worker(m)) if m == "handler broke")
+    );
+    assert!(matches!(
+        error("418", "teapot"),
+        Err(ClientError::Broker { code, message }) if code == "418" && message == "teapot"
+    ));
+    assert_eq!(
+        final_result(&frames_of(&[&b"ok"[..], b""])).unwrap(),
+        frames(&[b"ok", b""])
+    );
+}
+
+#[test]
+fn replies_for_another_service_are_stale() {
+    let reply = |service: &str| {
+        let mut out = Vec::new();
+        let cmd = ClientCommand::Final {
+            service: Frame::from(service),
+            body: frames_of(&["x"]),
+        };
+        encode(
+            Dialect::V02,
+            Direction::FromBroker,
+            Message::Client(cmd),
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    assert!(matches!(classify(reply("a"), "a"), Incoming::Final(Ok(_))));
+    assert!(matches!(classify(reply("b"), "a"), Incoming::Stale));
+    assert!(matches!(
+        classify(frames_of(&["junk"]), "a"),
+        Incoming::Stale
+    ));
+}
+
+#[test]
+fn bad_endpoint_and_empty_service_are_rejected() {
+    assert!(matches!(
+        Client::connect("nonsense"),
+        Err(ClientError::InvalidEndpoint(_))
+    ));
+    assert!(matches!(
+        AsyncClient::connect("foo://bar"),
+        Err(ClientError::InvalidEndpoint(_))
+    ));
+    let client = Client::connect(&free_endpoint()).unwrap();
+    assert!(matches!(
+        client.request("", vec![]),
+        Err(ClientError::InvalidRequest(_))
+    ));
+}
+
+#[test]
+fn request_skips_stale_replies_and_partials_and_reuses_its_socket() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let client = Client::connect(&endpoint).unwrap();
+    let requester = {
+        let client = client.clone();
+        std::thread::spawn(move || client.request("svc", frames(&[b"a", b"", b"\x00"])))
+    };
+    let (id, dialect, service, body) = peer.expect_request();
+    assert_eq!((dialect, service.as_slice()), (Dialect::V02, &b"svc"[..]));
+    assert_eq!(body, frames(&[b"a", b"", b"\x00"]));
+    peer.final_reply(&id, "other", &[b"stale"]);
+    peer.reply(
+        &id,
+        Dialect::V02,
+        ClientCommand::Partial {
+            service: Frame::from("svc"),
+            body: frames_of(&["p"]),
+        },
+    );
+    peer.final_reply(&id, "svc", &[b"right"]);
+    assert_eq!(requester.join().unwrap().unwrap(), frames(&[b"right"]));
+
+    // The next request goes out on the same (returned) socket.
+    let requester = std::thread::spawn(move || client.request("svc", vec![]));
+    let (again, _, _, _) = peer.expect_request();
+    assert_eq!(again, id);
+    peer.final_reply(&again, "svc", &[]);
+    assert_eq!(requester.join().unwrap().unwrap(), Frames::new());
+}
+
+#[test]
+fn timeout_resends_on_new_sockets_then_gives_up() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let client = Client::connect(&endpoint)
+        .unwrap()
+        .with_timeout(Duration::from_millis(200))
+        .with_retries(2);
+    let started = Instant::now();
+    let requester = std::thread::spawn(move || client.request("svc", frames(&[b"again"])));
+    let ids: Vec<Vec<u8>> = (0..3)
+        .map(|_| {
+            let (id, _, _, body) = peer.expect_request();
+            assert_eq!(body, frames(&[b"again"]));
+            id
+        })
+        .collect();
+    assert!(matches!(
+        requester.join().unwrap(),
+        Err(ClientError::Timeout)
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2],
+        "resent on the same socket"
+    );
+}
+
+#[test]
+fn streams_partials_in_order_in_every_dialect_that_has_them() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    for dialect in [Dialect::V02, Dialect::Go] {
+        let client = Client::connect(&endpoint).unwrap().with_dialect(dialect);
+        let requester = std::thread::spawn(move || {
+            client
+                .request_stream("svc", vec![])
+                .unwrap()
+                .collect::<Vec<_>>()
+        });
+        let (id, seen, _, _) = peer.expect_request();
+        assert_eq!(seen, dialect);
+        for part in ["1", "2", "3"] {
+            peer.reply(
+                &id,
+                dialect,
+                ClientCommand::Partial {
+                    service: Frame::from("svc"),
+                    body: frames_of(&[part]),
+                },
+            );
+        }
+        peer.reply(
+            &id,
+            dialect,
+            ClientCommand::Final {
+                service: Frame::from("svc"),
+                body: frames_of(&["end"]),
+            },
+        );
+        let replies: Vec<Reply> = requester
+            .join()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            replies,
+            vec![
+                Reply::Partial(frames(&[b"1"])),
+                Reply::Partial(frames(&[b"2"])),
+                Reply::Partial(frames(&[b"3"])),
+                Reply::Final(frames(&[b"end"])),
+            ]
+        );
+    }
+}
+
+#[test]
+fn async_client_serves_concurrent_requests_and_times_out() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = AsyncClient::connect(&endpoint).unwrap();
+    let tasks: Vec<_> = (0..20u8)
+        .map(|i| {
+            let client = client.clone();
+            runtime.spawn(async move { client.request("svc", vec![vec![i]]).await })
+        })
+        .collect();
+    // Answer in reverse order of arrival: each reply still reaches its own request.
+    let mut requests: Vec<_> = (0..20).map(|_| peer.expect_request()).collect();
+    requests.reverse();
+    for (id, _, _, body) in &requests {
+        peer.final_reply(id, "svc", &[&body[0], b"ok"]);
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let reply = runtime.block_on(task).unwrap().unwrap();
+        assert_eq!(reply, vec![vec![i as u8], b"ok".to_vec()]);
+    }
+
+    let client = client
+        .with_timeout(Duration::from_millis(100))
+        .with_retries(1);
+    let started = Instant::now();
+    let result = runtime.block_on(client.request("svc", vec![]));
+    assert!(matches!(result, Err(ClientError::Timeout)));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let (first, _, _, _) = peer.expect_request();
+    let (second, _, _, _) = peer.expect_request();
+    assert_ne!(first, second);
+}

@@ -1,0 +1,76 @@
+//! Waking a thread that sleeps in `zmq::poll` from any other thread.
+//!
+//! A zmq socket belongs to one thread, so threads that own sockets (worker sessions, the async
+//! client's I/O thread) take work from plain channels and use an inproc PAIR pair as a doorbell:
+//! producers push onto the channel, then ring the bell; the owner polls its sockets *and* the bell.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The polling side: owned by the thread that sleeps in `zmq::poll`.
+pub(crate) struct Doorbell {
+    socket: zmq::Socket,
+}
+
+/// The ringing side: cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub(crate) struct Waker {
+    socket: Arc<Mutex<zmq::Socket>>,
+}
+
+impl Doorbell {
+    /// A connected doorbell/waker pair on a fresh inproc endpoint of `context`.
+    pub(crate) fn new(context: &zmq::Context) -> zmq::Result<(Doorbell, Waker)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let endpoint = format!(
+            "inproc://plantd-wake-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let receiver = context.socket(zmq::PAIR)?;
+        receiver.set_linger(0)?;
+        receiver.bind(&endpoint)?;
+        let sender = context.socket(zmq::PAIR)?;
+        sender.set_linger(0)?;
+        sender.connect(&endpoint)?;
+        Ok((
+            Doorbell { socket: receiver },
+            Waker {
+                socket: Arc::new(Mutex::new(sender)),
+            },
+        ))
+    }
+
+    /// The poll item to include in `zmq::poll`.
+    pub(crate) fn as_poll_item(&self) -> zmq::PollItem<'_> {
+        self.socket.as_poll_item(zmq::POLLIN)
+    }
+
+    /// Consumes every pending ring, so the next poll sleeps until a new one.
+    pub(crate) fn drain(&self) {
+        let mut msg = zmq::Message::new();
+        while self.socket.recv(&mut msg, zmq::DONTWAIT).is_ok() {}
+    }
+
+    /// Sleeps until the bell rings or `timeout` passes.
+    pub(crate) fn wait(&self, timeout: std::time::Duration) {
+        let mut items = [self.as_poll_item()];
+        let _ = zmq::poll(&mut items, millis_ceil(timeout));
+        self.drain();
+    }
+}
+
+impl Waker {
+    /// Rings the bell. Never blocks: if the pipe is full, the owner has unread rings and will wake
+    /// anyway.
+    pub(crate) fn wake(&self) {
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = socket.send(zmq::Message::new(), zmq::DONTWAIT);
+    }
+}
+
+/// A poll timeout in whole milliseconds, rounded up so a sub-millisecond wait never spins.
+pub(crate) fn millis_ceil(d: std::time::Duration) -> i64 {
+    let ms = d.as_micros().div_ceil(1000);
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
