@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use plantd_worker_sdk::bus::connectable_endpoint;
 use plantd_worker_sdk::telemetry::{self, LogFormat};
 use plantd_worker_sdk::{config, Shutdown};
 use serde::Serialize;
@@ -52,12 +53,6 @@ struct UpArgs {
 #[derive(Serialize)]
 struct NoOverrides {}
 
-/// Turns a bind endpoint (`tcp://*:9797`) into one peers on this host can connect to.
-fn connect_endpoint(bind: &str) -> String {
-    bind.replace("://*:", "://127.0.0.1:")
-        .replace("://0.0.0.0:", "://127.0.0.1:")
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -74,12 +69,60 @@ fn up(args: UpArgs) -> Result<()> {
     if let Some(endpoint) = args.endpoint {
         broker.endpoint = endpoint;
     }
-    let broker_endpoint = connect_endpoint(&broker.endpoint);
+    let broker_endpoint = connectable_endpoint(&broker.endpoint, &broker.endpoint);
+    // Where peers on this host reach a bus, if the broker runs it.
+    let bus = |name: &str| {
+        broker
+            .bus
+            .active()
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| {
+                (
+                    connectable_endpoint(&b.frontend, &broker_endpoint),
+                    connectable_endpoint(&b.backend, &broker_endpoint),
+                )
+            })
+    };
 
     let mut echo: plantd_module_echo::EchoConfig = config::load("echo", None, NoOverrides {})?;
     echo.broker_endpoint = broker_endpoint.clone();
 
-    let rows = vec![
+    let mut state: plantd_state::StateConfig = config::load("state", None, NoOverrides {})?;
+    state.broker_endpoint = broker_endpoint.clone();
+    if std::env::var_os("PLANTD_STATE_DB").is_none() {
+        state.db = args.data_dir.join("plantd-state.db");
+    }
+    state.bus_endpoint = bus("state").map(|(front, _)| front).unwrap_or_default();
+
+    let mut logger: plantd_logger::LoggerConfig = config::load("logger", None, NoOverrides {})?;
+    logger.broker_endpoint = broker_endpoint.clone();
+    if std::env::var_os("PLANTD_LOGGER_DB").is_none() {
+        logger.db = args.data_dir.join("plantd-logger.db");
+    }
+    logger.buses = broker
+        .bus
+        .active()
+        .iter()
+        .map(|b| plantd_logger::BusSubscription {
+            name: b.name.clone(),
+            endpoint: connectable_endpoint(&b.backend, &broker_endpoint),
+        })
+        .collect();
+
+    // The metric producer needs the metric bus; without it there is nothing for it to do.
+    let metric = match bus("metric") {
+        Some((frontend, backend)) => {
+            let mut metric: plantd_module_metric::MetricModuleConfig =
+                config::load("module-metric", None, NoOverrides {})?;
+            metric.bus_frontend = frontend;
+            metric.bus_backend = backend;
+            Some(metric)
+        }
+        None => None,
+    };
+
+    let mut rows = vec![
         (
             "broker",
             format!(
@@ -94,7 +137,41 @@ fn up(args: UpArgs) -> Result<()> {
                 echo.health_port
             ),
         ),
+        (
+            "state",
+            format!(
+                "org.plantd.State · {} · health http://127.0.0.1:{}/healthz",
+                state.db.display(),
+                state.health_port
+            ),
+        ),
+        (
+            "logger",
+            format!(
+                "org.plantd.Logger · {} · health http://127.0.0.1:{}/healthz",
+                logger.db.display(),
+                logger.health_port
+            ),
+        ),
     ];
+    for b in broker.bus.active() {
+        rows.push((
+            "bus",
+            format!(
+                "{} · publish {} · subscribe {}",
+                b.name, b.frontend, b.backend
+            ),
+        ));
+    }
+    if let Some(metric) = &metric {
+        rows.push((
+            "metric",
+            format!(
+                "host readings every {} ms on the metric bus · health http://127.0.0.1:{}/healthz",
+                metric.interval_ms, metric.health_port
+            ),
+        ));
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -104,6 +181,11 @@ fn up(args: UpArgs) -> Result<()> {
         let mut services = JoinSet::new();
         services.spawn(named("broker", plantd_broker::run(broker, shutdown.clone())));
         services.spawn(named("echo", plantd_module_echo::run(echo, shutdown.clone())));
+        services.spawn(named("state", plantd_state::run(state, shutdown.clone())));
+        services.spawn(named("logger", plantd_logger::run(logger, shutdown.clone())));
+        if let Some(metric) = metric {
+            services.spawn(named("metric", plantd_module_metric::run(metric, shutdown.clone())));
+        }
 
         println!("plantd {} is up:", env!("CARGO_PKG_VERSION"));
         for (name, what) in &rows {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use commands::{echo, mmi, request, state};
+use commands::{bench, echo, mmi, request, state};
 use context::{parse_duration, Context};
 use error::CliError;
 use output::OutputFormat;
@@ -76,6 +76,9 @@ enum Command {
     Broker,
     /// Read and write the state service's scoped key/value store.
     State(state::StateArgs),
+    /// Measure throughput and latency (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs one command.
@@ -88,6 +91,7 @@ fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Workers(args) => mmi::workers(ctx, args),
         Command::Broker => mmi::broker(ctx),
         Command::State(args) => state::run(ctx, args),
+        Command::Bench(command) => Ok(bench::run(command, ctx.output == OutputFormat::Json)?),
     }
 }
 

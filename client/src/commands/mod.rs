@@ -1,6 +1,7 @@
 //! One module per `plant` command group; each exposes its clap `Args` (or `Subcommand`) type and a
 //! `run(&Context, args)` that prints results on stdout and returns a [`CliError`](crate::error::CliError).
 
+pub mod bench;
 pub mod echo;
 pub mod mmi;
 pub mod request;

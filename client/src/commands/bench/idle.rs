@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use plantd_worker_sdk::protocol::{self, ClientCommand, Dialect, Direction, Frame, Message, WorkerCommand};
+use plantd_worker_sdk::protocol::{
+    self, ClientCommand, Dialect, Direction, Frame, Message, WorkerCommand,
+};
 use plantd_worker_sdk::testing::{free_endpoint, free_port};
 use serde_json::json;
 
@@ -58,10 +60,19 @@ fn rss_kib(pid: u32) -> Result<u64> {
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("bad /proc stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("bad /proc stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).context("no utime")?;
-    let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).context("no stime")?;
+    let utime: u64 = fields
+        .get(11)
+        .and_then(|v| v.parse().ok())
+        .context("no utime")?;
+    let stime: u64 = fields
+        .get(12)
+        .and_then(|v| v.parse().ok())
+        .context("no stime")?;
     Ok(utime + stime)
 }
 
@@ -72,13 +83,19 @@ pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
         None => std::env::current_exe()?.with_file_name("plantd-broker"),
     };
     if !bin.is_file() {
-        bail!("{} not found: build it first (cargo build --release -p plantd-broker)", bin.display());
+        bail!(
+            "{} not found: build it first (cargo build --release -p plantd-broker)",
+            bin.display()
+        );
     }
     let endpoint = free_endpoint();
     let child = Command::new(&bin)
         .env("PLANTD_BROKER_ENDPOINT", &endpoint)
         .env("PLANTD_BROKER_HEALTH_PORT", free_port().to_string())
-        .env("PLANTD_BROKER_HEARTBEAT_INTERVAL_MS", args.heartbeat_ms.to_string())
+        .env(
+            "PLANTD_BROKER_HEARTBEAT_INTERVAL_MS",
+            args.heartbeat_ms.to_string(),
+        )
         .env("PLANTD_BROKER_LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -86,11 +103,10 @@ pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
     let broker = KillOnDrop(child);
     let pid = broker.0.id();
 
-    let ctx = zmq::Context::new();
-    ctx.set_max_sockets((args.clients + args.workers + 64) as i32)?;
+    let mut pool = ContextPool::default();
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        let s = ctx.socket(zmq::DEALER)?;
+        let s = pool.socket(zmq::DEALER)?;
         s.set_linger(0)?;
         s.connect(&endpoint)?;
         clients.push(s);
@@ -115,10 +131,15 @@ pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
     let heartbeat = Duration::from_millis(args.heartbeat_ms);
     let workers: Vec<zmq::Socket> = (0..args.workers)
         .map(|_| -> Result<zmq::Socket> {
-            let s = ctx.socket(zmq::DEALER)?;
+            let s = pool.socket(zmq::DEALER)?;
             s.set_linger(0)?;
             s.connect(&endpoint)?;
-            send_worker(&s, WorkerCommand::Ready { service: Frame::from("bench.idle") })?;
+            send_worker(
+                &s,
+                WorkerCommand::Ready {
+                    service: Frame::from("bench.idle"),
+                },
+            )?;
             Ok(s)
         })
         .collect::<Result<_>>()?;
@@ -127,7 +148,11 @@ pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
     let settle = Instant::now() + heartbeat * 2;
     heartbeat_until(&workers, heartbeat, settle)?;
     let (rss_before, ticks_before, started) = (rss_kib(pid)?, cpu_ticks(pid)?, Instant::now());
-    heartbeat_until(&workers, heartbeat, started + Duration::from_secs(args.seconds))?;
+    heartbeat_until(
+        &workers,
+        heartbeat,
+        started + Duration::from_secs(args.seconds),
+    )?;
     let (rss_after, ticks_after) = (rss_kib(pid)?, cpu_ticks(pid)?);
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_percent = (ticks_after - ticks_before) as f64 / CLOCK_TICKS_PER_SEC / elapsed * 100.0;
@@ -151,7 +176,12 @@ pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
 
 fn send_worker(socket: &zmq::Socket, cmd: WorkerCommand) -> Result<()> {
     let mut out = Vec::new();
-    let _ = protocol::encode(Dialect::V02, Direction::ToBroker, Message::Worker(cmd), &mut out);
+    let _ = protocol::encode(
+        Dialect::V02,
+        Direction::ToBroker,
+        Message::Worker(cmd),
+        &mut out,
+    );
     protocol::send_frames(socket, out, 0)?;
     Ok(())
 }
@@ -169,7 +199,31 @@ fn heartbeat_until(workers: &[zmq::Socket], interval: Duration, until: Instant) 
         for w in workers {
             while protocol::recv_frames(w, zmq::DONTWAIT).is_ok() {}
         }
-        std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+        );
     }
     Ok(())
+}
+
+/// Hands out sockets from as many libzmq contexts as needed: one context holds at most 1,023
+/// sockets by default, and the `zmq` crate cannot raise that limit.
+#[derive(Default)]
+struct ContextPool {
+    contexts: Vec<zmq::Context>,
+    in_last: usize,
+}
+
+impl ContextPool {
+    const SOCKETS_PER_CONTEXT: usize = 500;
+
+    fn socket(&mut self, kind: zmq::SocketType) -> Result<zmq::Socket> {
+        if self.contexts.is_empty() || self.in_last == Self::SOCKETS_PER_CONTEXT {
+            self.contexts.push(zmq::Context::new());
+            self.in_last = 0;
+        }
+        self.in_last += 1;
+        let context = self.contexts.last().expect("pushed above");
+        Ok(context.socket(kind)?)
+    }
 }

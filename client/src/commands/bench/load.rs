@@ -42,13 +42,20 @@ impl Transport {
     /// The reply payload, or why the reply is not a correct echo.
     fn reply(&self, frames: Vec<Frame>) -> Result<Option<Frame>, String> {
         match self {
-            Transport::Raw => frames.into_iter().next().map(Some).ok_or_else(|| "empty reply".into()),
+            Transport::Raw => frames
+                .into_iter()
+                .next()
+                .map(Some)
+                .ok_or_else(|| "empty reply".into()),
             Transport::Mdp { .. } => match protocol::decode(Direction::FromBroker, frames) {
                 Ok((_, Message::Client(ClientCommand::Final { body, .. }))) => {
                     if let Some(e) = protocol::ErrorReply::parse(&body) {
                         return Err(format!("error reply {}: {}", e.code, e.message));
                     }
-                    body.into_iter().next().map(Some).ok_or_else(|| "empty reply body".into())
+                    body.into_iter()
+                        .next()
+                        .map(Some)
+                        .ok_or_else(|| "empty reply body".into())
                 }
                 Ok((_, Message::Client(ClientCommand::Partial { .. }))) => Ok(None),
                 Ok(_) => Err("unexpected command".into()),
@@ -115,7 +122,12 @@ struct ClientOutcome {
 }
 
 /// Runs the load and returns the merged report. `progress` counts completed replies as they come.
-pub fn run_load(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, progress: Arc<AtomicU64>) -> LoadReport {
+pub fn run_load(
+    ctx: &zmq::Context,
+    transport: &Transport,
+    spec: &LoadSpec,
+    progress: Arc<AtomicU64>,
+) -> LoadReport {
     let per_client = spec.requests / spec.clients as u64;
     let deadline = spec.duration.map(|d| Instant::now() + d);
     let started = Instant::now();
@@ -123,10 +135,17 @@ pub fn run_load(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, prog
         let handles: Vec<_> = (0..spec.clients)
             .map(|id| {
                 let progress = progress.clone();
-                scope.spawn(move || run_client(ctx, transport, spec, id as u64, per_client, deadline, &progress))
+                scope.spawn(move || {
+                    run_client(
+                        ctx, transport, spec, id as u64, per_client, deadline, &progress,
+                    )
+                })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("bench client thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench client thread panicked"))
+            .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
     let mut histogram = Histogram::<u64>::new(3).expect("histogram");
@@ -177,7 +196,7 @@ fn run_client(
         first_error: None,
         histogram: Histogram::<u64>::new(3).expect("histogram"),
     };
-    let mut fail = |outcome: &mut ClientOutcome, e: String| {
+    let fail = |outcome: &mut ClientOutcome, e: String| {
         outcome.errors += 1;
         outcome.first_error.get_or_insert(e);
     };
@@ -217,7 +236,9 @@ fn run_client(
             Ok(n) if n > 0 => {}
             _ => {
                 outcome.errors += in_flight.len() as u64;
-                outcome.first_error.get_or_insert_with(|| format!("{} replies timed out", in_flight.len()));
+                outcome
+                    .first_error
+                    .get_or_insert_with(|| format!("{} replies timed out", in_flight.len()));
                 return outcome;
             }
         }
@@ -226,7 +247,9 @@ fn run_client(
             match transport.reply(frames) {
                 Ok(None) => {}
                 Ok(Some(body)) => {
-                    let seq = body.get(8..16).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+                    let seq = body
+                        .get(8..16)
+                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
                     let sent = seq.and_then(|s| in_flight.remove(&s));
                     match sent {
                         Some(at) if *body == *payload(id, seq.unwrap_or_default(), spec.size) => {

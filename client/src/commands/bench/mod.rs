@@ -97,7 +97,11 @@ pub fn run(command: BenchCommand, json: bool) -> Result<()> {
 
 fn check(report: &LoadReport) -> Result<()> {
     if report.errors > 0 {
-        bail!("{} requests failed: {}", report.errors, report.first_error.as_deref().unwrap_or("unknown"));
+        bail!(
+            "{} requests failed: {}",
+            report.errors,
+            report.first_error.as_deref().unwrap_or("unknown")
+        );
     }
     Ok(())
 }
@@ -125,6 +129,7 @@ struct InProcessBroker {
     endpoint: String,
     shutdown: Shutdown,
     runtime: tokio::runtime::Runtime,
+    task: Option<tokio::task::JoinHandle<Result<(), plantd_broker::BrokerError>>>,
 }
 
 impl InProcessBroker {
@@ -138,16 +143,29 @@ impl InProcessBroker {
             ..Default::default()
         };
         let shutdown = Shutdown::new();
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        runtime.spawn(plantd_broker::run(config, shutdown.clone()));
-        Ok(InProcessBroker { endpoint, shutdown, runtime })
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let task = Some(runtime.spawn(plantd_broker::run(config, shutdown.clone())));
+        Ok(InProcessBroker {
+            endpoint,
+            shutdown,
+            runtime,
+            task,
+        })
     }
 }
 
 impl Drop for InProcessBroker {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        self.runtime.block_on(tokio::time::sleep(Duration::from_millis(100)));
+        if let Some(task) = self.task.take() {
+            // The broker stops within a second; never hang the bench on it.
+            let _ = self
+                .runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(2), task).await });
+        }
     }
 }
 
@@ -157,11 +175,25 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
         Some(_) => None,
         None => Some(InProcessBroker::start()?),
     };
-    let endpoint = args.broker.clone().or_else(|| local.as_ref().map(|b| b.endpoint.clone())).unwrap_or_default();
-    let _workers = peers::mdp_echo_workers(&ctx, &endpoint, &args.service, args.protocol, args.workers, Duration::from_millis(1000))
-        .context("cannot start bench echo workers")?;
+    let endpoint = args
+        .broker
+        .clone()
+        .or_else(|| local.as_ref().map(|b| b.endpoint.clone()))
+        .unwrap_or_default();
+    let _workers = peers::mdp_echo_workers(
+        &ctx,
+        &endpoint,
+        &args.service,
+        args.protocol,
+        args.workers,
+        Duration::from_millis(1000),
+    )
+    .context("cannot start bench echo workers")?;
     wait_for_service(&endpoint, &args.service)?;
-    let transport = Transport::Mdp { service: args.service.clone(), dialect: args.protocol };
+    let transport = Transport::Mdp {
+        service: args.service.clone(),
+        dialect: args.protocol,
+    };
     Ok(measure(&ctx, &transport, &spec(args, endpoint)?, "broker"))
 }
 
@@ -170,7 +202,12 @@ fn ceiling_run(args: &LoadArgs) -> Result<LoadReport> {
     let frontend = free_endpoint();
     let _proxy = peers::ceiling_proxy(&ctx, &frontend, &free_endpoint(), args.workers.max(1))
         .context("cannot start the ceiling proxy")?;
-    Ok(measure(&ctx, &Transport::Raw, &spec(args, frontend)?, "ceiling"))
+    Ok(measure(
+        &ctx,
+        &Transport::Raw,
+        &spec(args, frontend)?,
+        "ceiling",
+    ))
 }
 
 fn wait_for_service(endpoint: &str, service: &str) -> Result<()> {
@@ -234,13 +271,23 @@ fn shape(args: &LoadArgs) -> String {
 
 fn print_report(label: &str, args: &LoadArgs, r: &LoadReport, json: bool) {
     if json {
-        println!("{}", json!({ "mode": label, "shape": shape(args), "report": r }));
+        println!(
+            "{}",
+            json!({ "mode": label, "shape": shape(args), "report": r })
+        );
         return;
     }
     println!("{label}: {}", shape(args));
     println!(
         "  {:>10.0} req/s  p50 {} µs  p90 {} µs  p99 {} µs  max {} µs  ({} ok, {} errors, {:.2} s)",
-        r.requests_per_sec, r.latency_us.p50, r.latency_us.p90, r.latency_us.p99, r.latency_us.max, r.completed, r.errors, r.seconds
+        r.requests_per_sec,
+        r.latency_us.p50,
+        r.latency_us.p90,
+        r.latency_us.p99,
+        r.latency_us.max,
+        r.completed,
+        r.errors,
+        r.seconds
     );
 }
 
@@ -287,8 +334,14 @@ fn compare(args: &LoadArgs, json: bool) -> Result<()> {
         );
     } else {
         println!("{}", shape(args));
-        println!("  median throughput: broker {bt:.0} req/s / ceiling {ct:.0} req/s = {:.2}×", bt / ct);
-        println!("  median p50 latency: broker {bl:.0} µs / ceiling {cl:.0} µs = {:.2}×", bl / cl);
+        println!(
+            "  median throughput: broker {bt:.0} req/s / ceiling {ct:.0} req/s = {:.2}×",
+            bt / ct
+        );
+        println!(
+            "  median p50 latency: broker {bl:.0} µs / ceiling {cl:.0} µs = {:.2}×",
+            bl / cl
+        );
     }
     Ok(())
 }

@@ -49,11 +49,23 @@ pub fn mdp_echo_workers(
         socket.set_sndhwm(0)?;
         socket.set_rcvhwm(0)?;
         socket.connect(endpoint)?;
-        send(&socket, dialect, WorkerCommand::Ready { service: Frame::from(service) })?;
+        send(
+            &socket,
+            dialect,
+            WorkerCommand::Ready {
+                service: Frame::from(service),
+            },
+        )?;
         let stop = stop.clone();
-        threads.push(std::thread::spawn(move || echo_worker_loop(socket, dialect, heartbeat, &stop)));
+        threads.push(std::thread::spawn(move || {
+            echo_worker_loop(socket, dialect, heartbeat, &stop)
+        }));
     }
-    Ok(PeerSet { stop, threads, control: None })
+    Ok(PeerSet {
+        stop,
+        threads,
+        control: None,
+    })
 }
 
 fn send(socket: &zmq::Socket, dialect: Dialect, cmd: WorkerCommand) -> zmq::Result<()> {
@@ -87,10 +99,18 @@ fn echo_worker_loop(socket: zmq::Socket, dialect: Dialect, heartbeat: Duration, 
 
 /// Starts the ceiling: a libzmq proxy (ROUTER frontend on `frontend`, DEALER backend on
 /// `backend`, both TCP like the broker's two legs) and `count` raw echo peers behind it.
-pub fn ceiling_proxy(ctx: &zmq::Context, frontend: &str, backend: &str, count: usize) -> zmq::Result<PeerSet> {
+pub fn ceiling_proxy(
+    ctx: &zmq::Context,
+    frontend: &str,
+    backend: &str,
+    count: usize,
+) -> zmq::Result<PeerSet> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let backend_ep = backend.to_owned();
-    let control_ep = format!("inproc://bench-ceiling-control-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let control_ep = format!(
+        "inproc://bench-ceiling-control-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     let front = ctx.socket(zmq::ROUTER)?;
     let back = ctx.socket(zmq::DEALER)?;
     for s in [&front, &back] {
@@ -128,5 +148,9 @@ pub fn ceiling_proxy(ctx: &zmq::Context, frontend: &str, backend: &str, count: u
             }
         }));
     }
-    Ok(PeerSet { stop, threads, control: Some(control) })
+    Ok(PeerSet {
+        stop,
+        threads,
+        control: Some(control),
+    })
 }
