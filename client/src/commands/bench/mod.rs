@@ -54,9 +54,14 @@ pub struct LoadArgs {
     /// Body bytes per request (at least 16).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// Echo workers (or proxy echo peers) the bench starts; 0 uses workers already registered.
+    /// Echo worker threads (or proxy echo peers) the bench starts; 0 uses workers already
+    /// registered.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// MDP worker sessions per echo worker thread. MDP hands a worker one request at a time, so
+    /// pipelined traffic needs many sessions (the SDK's `concurrency`); a raw proxy peer needs none.
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
     /// MDP dialect of the bench's clients and workers: 0.1 or 0.2.
     #[arg(long, default_value = "0.2")]
     pub protocol: Dialect,
@@ -186,6 +191,7 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
         &args.service,
         args.protocol,
         args.workers,
+        args.sessions,
         Duration::from_millis(1000),
     )
     .context("cannot start bench echo workers")?;

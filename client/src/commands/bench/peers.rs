@@ -32,38 +32,45 @@ impl Drop for PeerSet {
 
 const POLL_MS: i64 = 100;
 
-/// Starts `count` MDP echo workers for `service` on `endpoint`, speaking `dialect`.
+/// Starts `threads` echo threads, each serving `sessions` MDP worker sessions (one DEALER socket
+/// each) for `service`. MDP gives a worker one request at a time, so it is the number of sessions
+/// that lets pipelined traffic through, as with the SDK's `concurrency`.
 pub fn mdp_echo_workers(
     ctx: &zmq::Context,
     endpoint: &str,
     service: &str,
     dialect: Dialect,
-    count: usize,
+    threads: usize,
+    sessions: usize,
     heartbeat: Duration,
 ) -> zmq::Result<PeerSet> {
     let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::new();
-    for _ in 0..count {
-        let socket = ctx.socket(zmq::DEALER)?;
-        socket.set_linger(0)?;
-        socket.set_sndhwm(0)?;
-        socket.set_rcvhwm(0)?;
-        socket.connect(endpoint)?;
-        send(
-            &socket,
-            dialect,
-            WorkerCommand::Ready {
-                service: Frame::from(service),
-            },
-        )?;
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let mut sockets = Vec::with_capacity(sessions);
+        for _ in 0..sessions.max(1) {
+            let socket = ctx.socket(zmq::DEALER)?;
+            socket.set_linger(0)?;
+            socket.set_sndhwm(0)?;
+            socket.set_rcvhwm(0)?;
+            socket.connect(endpoint)?;
+            send(
+                &socket,
+                dialect,
+                WorkerCommand::Ready {
+                    service: Frame::from(service),
+                },
+            )?;
+            sockets.push(socket);
+        }
         let stop = stop.clone();
-        threads.push(std::thread::spawn(move || {
-            echo_worker_loop(socket, dialect, heartbeat, &stop)
+        handles.push(std::thread::spawn(move || {
+            echo_worker_loop(&sockets, dialect, heartbeat, &stop)
         }));
     }
     Ok(PeerSet {
         stop,
-        threads,
+        threads: handles,
         control: None,
     })
 }
@@ -75,26 +82,43 @@ fn send(socket: &zmq::Socket, dialect: Dialect, cmd: WorkerCommand) -> zmq::Resu
     protocol::send_frames(socket, out, 0)
 }
 
-fn echo_worker_loop(socket: zmq::Socket, dialect: Dialect, heartbeat: Duration, stop: &AtomicBool) {
-    let mut last_sent = Instant::now();
+fn echo_worker_loop(
+    sockets: &[zmq::Socket],
+    dialect: Dialect,
+    heartbeat: Duration,
+    stop: &AtomicBool,
+) {
+    let mut last_heartbeat = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if last_sent.elapsed() >= heartbeat {
-            let _ = send(&socket, dialect, WorkerCommand::Heartbeat);
-            last_sent = Instant::now();
+        // Heartbeat every session on schedule, busy or not (the broker expects one per interval).
+        if last_heartbeat.elapsed() >= heartbeat {
+            for socket in sockets {
+                let _ = send(socket, dialect, WorkerCommand::Heartbeat);
+            }
+            last_heartbeat = Instant::now();
         }
-        if !matches!(socket.poll(zmq::POLLIN, POLL_MS), Ok(n) if n > 0) {
+        let mut items: Vec<zmq::PollItem> = sockets
+            .iter()
+            .map(|s| s.as_poll_item(zmq::POLLIN))
+            .collect();
+        if !matches!(zmq::poll(&mut items, POLL_MS), Ok(n) if n > 0) {
             continue;
         }
-        while let Ok(frames) = protocol::recv_frames(&socket, zmq::DONTWAIT) {
-            if let Ok((_, Message::Worker(WorkerCommand::Request { client, body }))) =
-                protocol::decode(Direction::FromBroker, frames)
-            {
-                let _ = send(&socket, dialect, WorkerCommand::Final { client, body });
-                last_sent = Instant::now();
+        let ready: Vec<bool> = items.iter().map(|item| item.is_readable()).collect();
+        drop(items);
+        for (socket, _) in sockets.iter().zip(ready).filter(|(_, r)| *r) {
+            while let Ok(frames) = protocol::recv_frames(socket, zmq::DONTWAIT) {
+                if let Ok((_, Message::Worker(WorkerCommand::Request { client, body }))) =
+                    protocol::decode(Direction::FromBroker, frames)
+                {
+                    let _ = send(socket, dialect, WorkerCommand::Final { client, body });
+                }
             }
         }
     }
-    let _ = send(&socket, dialect, WorkerCommand::Disconnect);
+    for socket in sockets {
+        let _ = send(socket, dialect, WorkerCommand::Disconnect);
+    }
 }
 
 /// Starts the ceiling: a libzmq proxy (ROUTER frontend on `frontend`, DEALER backend on
