@@ -26,7 +26,7 @@ use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
 use crate::request::{start_message, Request, ReturnAddress};
 use crate::service::ServiceQueue;
 use crate::slots::Slots;
-use crate::wake::Doorbell;
+use plantd_worker_sdk::wake::{millis_ceil, Doorbell};
 use crate::watchdog::LoopStatus;
 use crate::wire::Wire;
 use crate::worker::{InFlight, WorkerRecord};
@@ -73,7 +73,7 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker on a bound ROUTER `socket`, stopped by ringing `doorbell`'s ringer.
+    /// A broker on a bound ROUTER `socket`, stopped by waking `doorbell`.
     pub fn new(
         socket: zmq::Socket,
         doorbell: Doorbell,
@@ -735,9 +735,4 @@ impl Broker {
         }
         info!("broker stopped");
     }
-}
-
-/// A poll timeout in whole milliseconds, rounded up so a sub-millisecond wait never spins.
-fn millis_ceil(d: Duration) -> i64 {
-    i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
 }

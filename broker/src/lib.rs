@@ -20,7 +20,6 @@ mod mmi;
 mod request;
 mod service;
 mod slots;
-mod wake;
 mod watchdog;
 mod wire;
 mod worker;
@@ -38,7 +37,7 @@ pub use mmi::{BrokerInfo, BusSummary};
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
-use crate::wake::Ringer;
+use plantd_worker_sdk::wake::{Doorbell, Waker};
 use crate::watchdog::LoopStatus;
 
 /// The crate version, reported in `/healthz` and `mmi.broker`.
@@ -59,7 +58,10 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
 
     let context = zmq::Context::new();
     let socket = open_router(&context, &config)?;
-    let (doorbell, ringer) = wake::pair(&context)?;
+    let (doorbell, waker) = Doorbell::new(&context).map_err(|source| BrokerError::Socket {
+        endpoint: "inproc doorbell".into(),
+        source,
+    })?;
 
     // Stops the HTTP side and the watchdog once the loop has ended (by request or by failure).
     // Not a child of `shutdown`: HTTP must outlive the loop's goodbyes, and an HTTP server that
@@ -96,7 +98,7 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
         })
         .map_err(|e| BrokerError::Loop(format!("cannot start the broker thread: {e}")))?;
     // If this future is dropped before the end, the guard still stops the loop thread.
-    let guard = StopGuard(Some(ringer));
+    let guard = StopGuard(Some(waker));
 
     let max_silence = config.heartbeat_interval() * 2 + Duration::from_secs(1);
     let watchdog = tokio::spawn(watchdog::watch(
@@ -177,20 +179,20 @@ fn open_router(context: &zmq::Context, config: &BrokerConfig) -> Result<zmq::Soc
 }
 
 /// Rings the loop's doorbell when dropped (or on demand), so the loop thread never outlives `run`.
-struct StopGuard(Option<Ringer>);
+struct StopGuard(Option<Waker>);
 
 impl StopGuard {
     fn ring(&self) {
-        if let Some(ringer) = &self.0 {
-            ringer.ring();
+        if let Some(waker) = &self.0 {
+            waker.wake();
         }
     }
 }
 
 impl Drop for StopGuard {
     fn drop(&mut self) {
-        if let Some(ringer) = self.0.take() {
-            ringer.ring();
+        if let Some(waker) = self.0.take() {
+            waker.wake();
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`config`]: layered configuration (flags > env > file > defaults).
 //! - [`telemetry`]: `tracing` setup (text or JSON lines).
 //! - [`signal`]: SIGINT/SIGTERM handling for binaries.
+//! - [`wake`]: a doorbell that wakes a thread sleeping in `zmq::poll`.
 //! - [`testing`]: helpers for integration tests (free loopback ports).
 
 pub mod bus;
@@ -18,7 +19,7 @@ pub mod protocol;
 pub mod signal;
 pub mod telemetry;
 pub mod testing;
-mod wake;
+pub mod wake;
 pub mod worker;
 
 pub use client::{AsyncClient, Client, ClientError};

@@ -8,19 +8,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The polling side: owned by the thread that sleeps in `zmq::poll`.
-pub(crate) struct Doorbell {
+pub struct Doorbell {
     socket: zmq::Socket,
 }
 
 /// The ringing side: cheap to clone, usable from any thread.
 #[derive(Clone)]
-pub(crate) struct Waker {
+pub struct Waker {
     socket: Arc<Mutex<zmq::Socket>>,
 }
 
 impl Doorbell {
     /// A connected doorbell/waker pair on a fresh inproc endpoint of `context`.
-    pub(crate) fn new(context: &zmq::Context) -> zmq::Result<(Doorbell, Waker)> {
+    pub fn new(context: &zmq::Context) -> zmq::Result<(Doorbell, Waker)> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let endpoint = format!(
             "inproc://plantd-wake-{}-{}",
@@ -42,18 +42,18 @@ impl Doorbell {
     }
 
     /// The poll item to include in `zmq::poll`.
-    pub(crate) fn as_poll_item(&self) -> zmq::PollItem<'_> {
+    pub fn as_poll_item(&self) -> zmq::PollItem<'_> {
         self.socket.as_poll_item(zmq::POLLIN)
     }
 
     /// Consumes every pending ring, so the next poll sleeps until a new one.
-    pub(crate) fn drain(&self) {
+    pub fn drain(&self) {
         let mut msg = zmq::Message::new();
         while self.socket.recv(&mut msg, zmq::DONTWAIT).is_ok() {}
     }
 
     /// Sleeps until the bell rings or `timeout` passes.
-    pub(crate) fn wait(&self, timeout: std::time::Duration) {
+    pub fn wait(&self, timeout: std::time::Duration) {
         let mut items = [self.as_poll_item()];
         let _ = zmq::poll(&mut items, millis_ceil(timeout));
         self.drain();
@@ -63,14 +63,14 @@ impl Doorbell {
 impl Waker {
     /// Rings the bell. Never blocks: if the pipe is full, the owner has unread rings and will wake
     /// anyway.
-    pub(crate) fn wake(&self) {
+    pub fn wake(&self) {
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
         let _ = socket.send(zmq::Message::new(), zmq::DONTWAIT);
     }
 }
 
 /// A poll timeout in whole milliseconds, rounded up so a sub-millisecond wait never spins.
-pub(crate) fn millis_ceil(d: std::time::Duration) -> i64 {
+pub fn millis_ceil(d: std::time::Duration) -> i64 {
     let ms = d.as_micros().div_ceil(1000);
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
