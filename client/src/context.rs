@@ -37,8 +37,9 @@ impl Context {
             })
     }
 
-    /// Explains a failed request to `service`. On a timeout, a short MMI probe tells an
-    /// unreachable broker from a service that did not answer.
+    /// Explains a failed request to `service`. On a timeout, a short MMI probe (`mmi.service`)
+    /// tells an unreachable broker, a service without workers and a worker that did not answer
+    /// apart.
     pub fn request_error(&self, client: &Client, service: &str, error: ClientError) -> CliError {
         if !matches!(error, ClientError::Timeout) {
             return CliError::Request {
@@ -57,8 +58,14 @@ impl Context {
             .clone()
             .with_timeout(self.timeout.min(PROBE_TIMEOUT))
             .with_retries(0);
-        match probe.request("mmi.service", vec![b"mmi.service".to_vec()]) {
+        // Asking about the service itself also tells "no worker registered" (the request sat in
+        // the broker's queue, whose time limit may be far longer than ours) from a slow worker.
+        match probe.service_available(service) {
             Err(ClientError::Timeout) => unreachable,
+            Ok(false) => CliError::Request {
+                service: service.to_owned(),
+                source: ClientError::NotFound,
+            },
             _ => CliError::Timeout {
                 service: service.to_owned(),
                 timeout: self.timeout,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use commands::{bench, echo, mmi, request, state};
+use commands::{bus, logger};
 use context::{parse_duration, Context};
 use error::CliError;
 use output::OutputFormat;
@@ -76,6 +77,18 @@ enum Command {
     Broker,
     /// Read and write the state service's scoped key/value store.
     State(state::StateArgs),
+    /// Publish to and subscribe on the broker's pub/sub buses (see docs/buses.md).
+    #[command(subcommand)]
+    Bus(bus::BusCommand),
+    /// Query the metrics the logger stored (see docs/logger.md).
+    #[command(subcommand)]
+    Metrics(logger::MetricsCommand),
+    /// Query the events the logger stored (see docs/logger.md).
+    #[command(subcommand)]
+    Events(logger::EventsCommand),
+    /// Ask the logger about its database.
+    #[command(subcommand)]
+    Logger(logger::LoggerCommand),
     /// Measure throughput and latency (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -91,6 +104,10 @@ fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Workers(args) => mmi::workers(ctx, args),
         Command::Broker => mmi::broker(ctx),
         Command::State(args) => state::run(ctx, args),
+        Command::Bus(command) => bus::run(ctx, command),
+        Command::Metrics(command) => logger::run_metrics(ctx, command),
+        Command::Events(command) => logger::run_events(ctx, command),
+        Command::Logger(command) => logger::run_logger(ctx, command),
         Command::Bench(command) => Ok(bench::run(command, ctx.output == OutputFormat::Json)?),
     }
 }

@@ -2,7 +2,9 @@
 //! `run(&Context, args)` that prints results on stdout and returns a [`CliError`](crate::error::CliError).
 
 pub mod bench;
+pub mod bus;
 pub mod echo;
+pub mod logger;
 pub mod mmi;
 pub mod request;
 pub mod state;
