@@ -60,8 +60,9 @@ pub struct LoadArgs {
     pub workers: usize,
     /// MDP worker sessions per echo worker thread. MDP hands a worker one request at a time, so
     /// pipelined traffic needs many sessions (the SDK's `concurrency`); a raw proxy peer needs none.
-    #[arg(long, default_value_t = 64)]
-    pub sessions: usize,
+    /// Default: enough for every request in flight, at most 64 per thread.
+    #[arg(long)]
+    pub sessions: Option<usize>,
     /// MDP dialect of the bench's clients and workers: 0.1 or 0.2.
     #[arg(long, default_value = "0.2")]
     pub protocol: Dialect,
@@ -191,7 +192,10 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
         &args.service,
         args.protocol,
         args.workers,
-        args.sessions,
+        args.sessions.unwrap_or_else(|| {
+            let in_flight = args.clients * args.window;
+            in_flight.div_ceil(args.workers.max(1)).clamp(1, 64)
+        }),
         Duration::from_millis(1000),
     )
     .context("cannot start bench echo workers")?;
