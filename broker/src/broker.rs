@@ -26,10 +26,10 @@ use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
 use crate::request::{start_message, Request, ReturnAddress};
 use crate::service::ServiceQueue;
 use crate::slots::Slots;
-use plantd_worker_sdk::wake::{millis_ceil, Doorbell};
 use crate::watchdog::LoopStatus;
 use crate::wire::Wire;
 use crate::worker::{InFlight, WorkerRecord};
+use plantd_worker_sdk::wake::{millis_ceil, Doorbell};
 
 /// Messages handled per wakeup before timers get a look-in.
 const RECV_BATCH: usize = 1024;

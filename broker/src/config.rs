@@ -117,6 +117,15 @@ impl BrokerConfig {
     }
 }
 
+impl plantd_worker_sdk::service::ServiceConfig for BrokerConfig {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+    fn log_format(&self) -> plantd_worker_sdk::telemetry::LogFormat {
+        self.log_format
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

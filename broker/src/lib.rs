@@ -37,8 +37,8 @@ pub use mmi::{BrokerInfo, BusSummary};
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
-use plantd_worker_sdk::wake::{Doorbell, Waker};
 use crate::watchdog::LoopStatus;
+use plantd_worker_sdk::wake::{Doorbell, Waker};
 
 /// The crate version, reported in `/healthz` and `mmi.broker`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

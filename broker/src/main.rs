@@ -1,12 +1,8 @@
 //! `plantd-broker`: runs the MDP broker until SIGINT or SIGTERM.
 
-use std::path::PathBuf;
-
-use anyhow::Context;
 use clap::Parser;
-use plantd_broker::BrokerConfig;
-use plantd_worker_sdk::telemetry::{self, LogFormat};
-use plantd_worker_sdk::{config, signal, Shutdown};
+use plantd_worker_sdk::service::{self, CommonArgs};
+use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// The plantd MDP broker (MDP/0.2, MDP/0.1 and the Go plantd dialect on one socket).
@@ -29,31 +25,19 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<LogFormat>,
-    /// YAML configuration file (optional) [env PLANTD_BROKER_CONFIG].
-    #[arg(long)]
+    #[command(flatten)]
     #[serde(skip)]
-    config: Option<PathBuf>,
-    /// Print the effective configuration as JSON and exit.
-    #[arg(long)]
-    #[serde(skip)]
-    print_config: bool,
+    common: CommonArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config: BrokerConfig = config::load("broker", cli.config.as_deref(), &cli)
-        .context("cannot load the broker configuration")?;
-    if cli.print_config {
-        config::print(&config);
-        return Ok(());
-    }
-    telemetry::init("broker", &config.log_level, config.log_format);
-
-    let shutdown = Shutdown::new();
-    signal::cancel_on_signal(shutdown.clone());
-    plantd_broker::run(config, shutdown)
-        .await
-        .context("broker failed")?;
+    service::main(
+        "broker",
+        "plantd-broker",
+        &cli.common,
+        &cli,
+        plantd_broker::run,
+    )?;
     Ok(())
 }

@@ -68,3 +68,12 @@ impl Default for StateConfig {
         }
     }
 }
+
+impl plantd_worker_sdk::service::ServiceConfig for StateConfig {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+    fn log_format(&self) -> plantd_worker_sdk::telemetry::LogFormat {
+        self.log_format
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`health`]: `/healthz` and `/metrics` over HTTP.
 //! - [`config`]: layered configuration (flags > env > file > defaults).
 //! - [`telemetry`]: `tracing` setup (text or JSON lines).
+//! - [`service`]: the shared `main` of service binaries.
 //! - [`signal`]: SIGINT/SIGTERM handling for binaries.
 //! - [`wake`]: a doorbell that wakes a thread sleeping in `zmq::poll`.
 //! - [`testing`]: helpers for integration tests (free loopback ports).
@@ -16,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod health;
 pub mod protocol;
+pub mod service;
 pub mod signal;
 pub mod telemetry;
 pub mod testing;

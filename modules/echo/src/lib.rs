@@ -123,3 +123,12 @@ pub async fn run(config: EchoConfig, shutdown: Shutdown) -> Result<(), EchoError
     info!("echo module stopped");
     Ok(())
 }
+
+impl plantd_worker_sdk::service::ServiceConfig for EchoConfig {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+    fn log_format(&self) -> plantd_worker_sdk::telemetry::LogFormat {
+        self.log_format
+    }
+}

@@ -1,24 +1,17 @@
 //! `plantd-module-echo`: runs the echo worker (`org.plantd.module.Echo`) until SIGINT/SIGTERM.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Parser;
-use plantd_module_echo::EchoConfig;
-use plantd_worker_sdk::telemetry::{self, LogFormat};
-use plantd_worker_sdk::{config, signal, Shutdown};
+use plantd_worker_sdk::service::{self, CommonArgs};
+use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// plantd echo module: replies to every request with its own frames.
 #[derive(Parser)]
 #[command(name = "plantd-module-echo", version)]
 struct Cli {
-    /// Config file (default: PLANTD_ECHO_CONFIG, then echo.yaml in ., ~/.config/plantd, /etc/plantd).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Print the effective configuration as JSON and exit.
-    #[arg(long)]
-    print_config: bool,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -50,19 +43,12 @@ struct Overrides {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let config: EchoConfig = config::load("echo", cli.config.as_deref(), &cli.overrides)?;
-    if cli.print_config {
-        config::print(&config);
-        return Ok(());
-    }
-    telemetry::init("plantd-module-echo", &config.log_level, config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = Shutdown::new();
-        signal::cancel_on_signal(shutdown.clone());
-        plantd_module_echo::run(config, shutdown).await
-    })?;
+    service::main(
+        "echo",
+        "plantd-module-echo",
+        &cli.common,
+        &cli.overrides,
+        plantd_module_echo::run,
+    )?;
     Ok(())
 }
