@@ -11,8 +11,9 @@
 //! frames); observers connect a SUB to it. Being a PUB it drops when nobody keeps up, so a
 //! capture never stalls the bus (the Go capture was a blocking PUSH).
 //!
-//! Both bus sockets use a high-water mark of `high_water_mark` messages (default 1,000,000): with
-//! libzmq's default of 1000 a million-message burst loses 10-17% even when the subscriber keeps up.
+//! Both bus sockets use a high-water mark of `high_water_mark` messages (default 2,000,000, the
+//! SDK's `DEFAULT_HIGH_WATER_MARK`, which explains the factor of two): with libzmq's default of
+//! 1000 a million-message burst loses 10-17% even when the subscriber keeps up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

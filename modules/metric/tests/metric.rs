@@ -51,10 +51,22 @@ fn start_broker(runtime: &tokio::runtime::Runtime, shutdown: &Shutdown) -> BusCo
         ..BrokerConfig::default()
     };
     let port = config.health_port;
-    runtime.spawn(plantd_broker::run(config, shutdown.clone()));
-    wait_until("the broker is UP", || {
-        healthz(port).is_some_and(|(s, _)| s == 200)
-    });
+    let broker = runtime.spawn(plantd_broker::run(config, shutdown.clone()));
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if healthz(port).is_some_and(|(s, _)| s == 200) {
+            break;
+        }
+        if broker.is_finished() {
+            let result = runtime.block_on(broker);
+            panic!("the broker stopped before it was UP: {result:?}");
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out waiting until the broker is UP"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     bus
 }
 

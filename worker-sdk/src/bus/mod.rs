@@ -9,7 +9,7 @@
 //!
 //! High-water marks: libzmq's default of 1000 queued messages per pipe drops a good part of any
 //! burst that outruns the proxy for a moment, even when the subscriber keeps up on average. Both
-//! ends here default to [`DEFAULT_HIGH_WATER_MARK`] (1,000,000 messages), which absorbs a
+//! ends here default to [`DEFAULT_HIGH_WATER_MARK`] (2,000,000 messages), which absorbs a
 //! million-message burst without loss; memory is only used while a backlog exists.
 
 mod monitor;
@@ -30,7 +30,13 @@ pub use types::{
 };
 
 /// Queue limit (messages) for bus sockets, on both the SDK and the broker side.
-pub const DEFAULT_HIGH_WATER_MARK: i32 = 1_000_000;
+///
+/// Twice the burst it is meant to absorb (a million messages), because a libzmq writer learns
+/// what its reader consumed only every HWM/2 messages (the pipe's low-water mark): it may count up
+/// to HWM/2 - 1 messages as still queued that were long read. So only a burst of at most HWM/2
+/// messages is sure to fit, and a 1,000,000 HWM sometimes dropped the last few messages of a
+/// million-message burst that followed a little earlier traffic (`plant bench bus` showed it).
+pub const DEFAULT_HIGH_WATER_MARK: i32 = 2_000_000;
 
 /// The default bus names and (frontend, backend) ports, DESIGN.md §3.
 pub const DEFAULT_BUSES: [(&str, u16, u16); 3] = [

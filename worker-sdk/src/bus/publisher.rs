@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::monitor::MonitorGuard;
 use super::{context, zmq_error, BusError, ConnectionMonitor, Metric, DEFAULT_HIGH_WATER_MARK};
 use crate::protocol::bus::encode_msgpack;
 
@@ -13,6 +14,8 @@ use crate::protocol::bus::encode_msgpack;
 pub struct Publisher {
     socket: zmq::Socket,
     endpoint: String,
+    /// Set when monitored: stops the monitor before the socket closes (see [`MonitorGuard`]).
+    monitor: Option<MonitorGuard>,
 }
 
 impl Publisher {
@@ -52,10 +55,11 @@ impl Publisher {
         socket
             .set_linger(1000)
             .map_err(zmq_error("set_linger", endpoint))?;
-        let monitor = if monitored {
-            Some(ConnectionMonitor::attach(&socket, endpoint)?)
+        let (monitor, guard) = if monitored {
+            let (monitor, guard) = ConnectionMonitor::attach(&socket, endpoint)?;
+            (Some(monitor), Some(guard))
         } else {
-            None
+            (None, None)
         };
         socket
             .connect(endpoint)
@@ -63,6 +67,7 @@ impl Publisher {
         let publisher = Publisher {
             socket,
             endpoint: endpoint.to_owned(),
+            monitor: guard,
         };
         Ok((publisher, monitor))
     }
@@ -108,6 +113,14 @@ impl Publisher {
     /// Publishes a [`Metric`] on its canonical topic ([`Metric::topic`]).
     pub fn publish_metric(&self, metric: &Metric) -> Result<(), BusError> {
         self.publish_msgpack(&metric.topic(), metric)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(guard) = self.monitor.take() {
+            guard.stop(&mut self.socket);
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use super::monitor::MonitorGuard;
 use super::{context, zmq_error, BusError, BusMessage, ConnectionMonitor, DEFAULT_HIGH_WATER_MARK};
 use crate::protocol::bus::decode;
 use crate::protocol::recv_frames;
@@ -21,6 +22,8 @@ const STREAM_POLL: Duration = Duration::from_millis(100);
 pub struct Subscriber {
     socket: zmq::Socket,
     endpoint: String,
+    /// Set when monitored: stops the monitor before the socket closes (see [`MonitorGuard`]).
+    monitor: Option<MonitorGuard>,
 }
 
 impl Subscriber {
@@ -60,10 +63,11 @@ impl Subscriber {
         socket
             .set_linger(0)
             .map_err(zmq_error("set_linger", endpoint))?;
-        let monitor = if monitored {
-            Some(ConnectionMonitor::attach(&socket, endpoint)?)
+        let (monitor, guard) = if monitored {
+            let (monitor, guard) = ConnectionMonitor::attach(&socket, endpoint)?;
+            (Some(monitor), Some(guard))
         } else {
-            None
+            (None, None)
         };
         socket
             .connect(endpoint)
@@ -71,6 +75,7 @@ impl Subscriber {
         let subscriber = Subscriber {
             socket,
             endpoint: endpoint.to_owned(),
+            monitor: guard,
         };
         Ok((subscriber, monitor))
     }
@@ -169,6 +174,14 @@ impl Subscriber {
             if tx.blocking_send(item).is_err() || fatal {
                 return;
             }
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if let Some(guard) = self.monitor.take() {
+            guard.stop(&mut self.socket);
         }
     }
 }
