@@ -10,6 +10,7 @@
 //!
 //! Method and results: `docs/benchmarks.md`.
 
+mod bus;
 mod idle;
 mod load;
 mod peers;
@@ -37,6 +38,8 @@ pub enum BenchCommand {
     Ceiling(LoadArgs),
     /// Broker memory and CPU with many idle clients and workers.
     Idle(idle::IdleArgs),
+    /// Pub/sub throughput through a broker bus vs. a bare XSUB/XPUB proxy and PUSH→PULL.
+    Bus(bus::BusArgs),
 }
 
 /// Shape of a load run.
@@ -98,6 +101,7 @@ pub fn run(command: BenchCommand, json: bool) -> Result<()> {
             check(&report)
         }
         BenchCommand::Idle(args) => idle::run(args, json),
+        BenchCommand::Bus(args) => bus::run(args, json),
     }
 }
 
