@@ -377,6 +377,109 @@ fn async_client_runs_many_requests_at_once() {
 }
 
 #[test]
+fn one_session_with_credit_holds_several_requests_at_once() {
+    let harness = Harness::new();
+    let (endpoint, broker) = harness.broker(|_| {});
+    // Each handler waits until four are running: only a session holding four requests at once
+    // gets past the barrier.
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let worker = harness.worker(worker("test.Credit", &endpoint).credit(4).async_handler(
+        move |body: Frames| {
+            let barrier = barrier.clone();
+            async move {
+                tokio::time::timeout(DEADLINE, barrier.wait())
+                    .await
+                    .map_err(|_| HandlerError::new("fewer than four requests held at once"))?;
+                Ok(body)
+            }
+        },
+    ));
+    let blocking = client(&endpoint);
+    wait_for_workers(&blocking, "test.Credit", 1);
+    let info = blocking.workers("test.Credit").unwrap();
+    assert_eq!(info[0].credit, 4);
+
+    let client = AsyncClient::connect(&endpoint)
+        .unwrap()
+        .with_timeout(DEADLINE);
+    let replies = harness.runtime.block_on(async {
+        let tasks: Vec<_> = (0..8u8)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { (i, client.request("test.Credit", vec![vec![i]]).await) })
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for task in tasks {
+            replies.push(task.await.unwrap());
+        }
+        replies
+    });
+    for (i, reply) in replies {
+        assert_eq!(reply.unwrap(), vec![vec![i]]);
+    }
+    worker.stop(&harness);
+    broker.stop(&harness);
+}
+
+#[test]
+fn a_sync_handler_with_credit_takes_its_requests_in_turn() {
+    let harness = Harness::new();
+    let (endpoint, broker) = harness.broker(|_| {});
+    let running = Arc::new(AtomicBool::new(false));
+    let overlap = Arc::new(AtomicBool::new(false));
+    let (r, o) = (running.clone(), overlap.clone());
+    let worker = harness.worker(worker("test.CreditSync", &endpoint).credit(3).handler(
+        move |body: Frames| {
+            if r.swap(true, Ordering::SeqCst) {
+                o.store(true, Ordering::SeqCst);
+            }
+            thread::sleep(Duration::from_millis(1));
+            r.store(false, Ordering::SeqCst);
+            Ok(body)
+        },
+    ));
+    let client = client(&endpoint);
+    wait_for_workers(&client, "test.CreditSync", 1);
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let client = client.clone();
+            thread::spawn(move || {
+                for i in 0..10 {
+                    let payload = format!("{t}/{i}").into_bytes();
+                    let reply = client.request("test.CreditSync", vec![payload.clone()]);
+                    assert_eq!(reply.unwrap(), vec![payload]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        !overlap.load(Ordering::SeqCst),
+        "a sync handler never runs twice at once on one session"
+    );
+    worker.stop(&harness);
+    broker.stop(&harness);
+}
+
+#[test]
+fn credit_out_of_range_is_refused_at_build() {
+    for credit in [0, plantd_worker_sdk::protocol::credit::MAX_CREDIT + 1] {
+        let built = Worker::builder("test.Bad")
+            .endpoint("tcp://127.0.0.1:1")
+            .credit(credit)
+            .handler(Ok)
+            .build();
+        assert!(
+            matches!(built, Err(WorkerError::InvalidSetting(_))),
+            "credit {credit}"
+        );
+    }
+}
+
+#[test]
 fn mmi_helpers_describe_the_broker() {
     let harness = Harness::new();
     let (endpoint, broker) = harness.broker(|_| {});

@@ -28,7 +28,7 @@ use crate::service::ServiceQueue;
 use crate::slots::Slots;
 use crate::watchdog::LoopStatus;
 use crate::wire::Wire;
-use crate::worker::{InFlight, WorkerRecord};
+use crate::worker::WorkerRecord;
 use plantd_worker_sdk::wake::{millis_ceil, Doorbell};
 
 /// Messages handled per wakeup before timers get a look-in.
@@ -279,7 +279,9 @@ impl Broker {
     fn on_worker(&mut self, peer: ReturnAddress, command: WorkerCommand, now: Instant) {
         let Some(&slot) = self.worker_ids.get(&peer.id[..]) else {
             match command {
-                WorkerCommand::Ready { service } => self.register(peer, service, now),
+                WorkerCommand::Ready { service, credit } => {
+                    self.register(peer, service, credit, now)
+                }
                 WorkerCommand::Disconnect => {}
                 // RFC 7/18: anything but READY from an unknown worker gets DISCONNECT. This is
                 // also how a worker learns that the broker restarted.
@@ -307,7 +309,7 @@ impl Broker {
         }
     }
 
-    fn register(&mut self, peer: ReturnAddress, service: Frame, now: Instant) {
+    fn register(&mut self, peer: ReturnAddress, service: Frame, credit: u32, now: Instant) {
         if service.starts_with(MMI_PREFIX) {
             self.metrics.reserved_name_refused.inc();
             self.wire.disconnect(peer);
@@ -315,37 +317,31 @@ impl Broker {
         }
         let service_slot = self.service_slot(&service, now);
         let id: Box<[u8]> = peer.id[..].into();
-        let slot = self.workers.insert(WorkerRecord {
-            id: id.clone(),
-            service: service_slot,
-            dialect: peer.dialect,
-            envelope: peer.envelope,
-            expires_at: now + self.settings.worker_expiry,
-            last_seen: now,
-            requests: 0,
-            job: None,
-        });
+        let slot = self.workers.insert(WorkerRecord::new(
+            id.clone(),
+            service_slot,
+            peer.dialect,
+            peer.envelope,
+            credit,
+            now + self.settings.worker_expiry,
+            now,
+        ));
         self.worker_ids.insert(id, slot);
         if let Some(svc) = self.services.get_mut(service_slot) {
             svc.add_worker();
         }
         self.metrics.workers_registered.inc();
-        debug!(service = %String::from_utf8_lossy(&service), dialect = peer.dialect.name(), "worker registered");
-        self.worker_idle(slot, service_slot, now);
+        debug!(service = %String::from_utf8_lossy(&service), dialect = peer.dialect.name(), credit, "worker registered");
+        self.worker_idle(slot, service_slot, credit, now);
     }
 
     fn on_final(&mut self, slot: usize, client: Frame, body: Vec<Frame>, now: Instant) {
         let Some(worker) = self.workers.get_mut(slot) else {
             return;
         };
-        let serving = worker
-            .job
-            .as_ref()
-            .is_some_and(|job| job.request.client.id[..] == client[..]);
-        // Only the worker serving that client may answer it; the job stays put otherwise so that
-        // removing the worker re-queues it.
-        let job = if serving { worker.job.take() } else { None };
-        let Some(job) = job else {
+        // Only the worker holding that request may answer it; its other requests stay put so
+        // that removing the worker re-queues them.
+        let Some(job) = worker.finish(&client) else {
             self.remove_worker(slot, WorkerRemoval::ProtocolViolation, true, now);
             return;
         };
@@ -356,22 +352,12 @@ impl Broker {
         }
         self.metrics.replies.inc();
         let request = job.request;
-        // The worker's copy of the client address becomes the routing id: no copy needed.
-        let reply_to = ReturnAddress {
-            id: client,
-            dialect: request.client.dialect,
-            envelope: request.client.envelope,
-        };
-        self.wire.reply(reply_to, request.service, body);
-        self.worker_idle(slot, service_slot, now);
+        self.wire.reply(request.client, request.service, body);
+        self.worker_idle(slot, service_slot, 1, now);
     }
 
     fn on_partial(&mut self, slot: usize, client: Frame, body: Vec<Frame>, now: Instant) {
-        let job = self
-            .workers
-            .get(slot)
-            .and_then(|w| w.job.as_ref())
-            .filter(|job| job.request.client.id[..] == client[..]);
+        let job = self.workers.get(slot).and_then(|w| w.job(&client));
         let Some(job) = job else {
             self.remove_worker(slot, WorkerRemoval::ProtocolViolation, true, now);
             return;
@@ -383,7 +369,12 @@ impl Broker {
             return;
         }
         self.metrics.partials.inc();
-        start_message(&mut self.wire.out, client, to.dialect, to.envelope);
+        start_message(
+            &mut self.wire.out,
+            Frame::from(&to.id[..]),
+            to.dialect,
+            to.envelope,
+        );
         let partial = Message::Client(ClientCommand::Partial {
             service: Frame::from(&job.request.service[..]),
             body,
@@ -402,12 +393,14 @@ impl Broker {
         }
     }
 
-    /// Worker `slot` has nothing to do: give it the next waiting request or mark it idle.
-    fn worker_idle(&mut self, slot: usize, service_slot: usize, now: Instant) {
+    /// Worker `slot` can take `freed` more requests: give it waiting ones or mark it idle.
+    fn worker_idle(&mut self, slot: usize, service_slot: usize, freed: u32, now: Instant) {
         if let Some(svc) = self.services.get_mut(service_slot) {
             // Invariant: a service never has both idle workers and waiting requests, so the
             // worker just pushed is the one `dispatch_pending` takes if anything waits.
-            svc.push_idle(slot);
+            for _ in 0..freed {
+                svc.push_idle(slot);
+            }
         }
         self.dispatch_pending(service_slot, now);
     }
@@ -450,24 +443,19 @@ impl Broker {
         let Some(worker) = self.workers.get_mut(slot) else {
             return Err(request);
         };
+        debug_assert!(worker.has_credit(), "dispatch beyond a worker's credit");
         worker.begin(&mut self.wire.out);
         let body = if retain {
             frame::share_all(&mut request.body)
         } else {
             std::mem::take(&mut request.body)
         };
-        let command = WorkerCommand::Request {
-            client: Frame::from(&request.client.id[..]),
-            body,
-        };
+        let (client, tag) = worker.address_for(&request);
+        let command = WorkerCommand::Request { client, body };
         match self.wire.send_worker_command(worker.dialect, command) {
             Ok(()) => {
                 request.dispatches += 1;
-                worker.requests += 1;
-                worker.job = Some(InFlight {
-                    request,
-                    dispatched_at: now,
-                });
+                worker.hold(request, tag, now);
                 Ok(())
             }
             Err(_) => {
@@ -512,7 +500,7 @@ impl Broker {
 
     // ---- worker removal -----------------------------------------------------------------------
 
-    /// Removes worker `slot` from every index. Its in-flight request, if any, stays in the record.
+    /// Removes worker `slot` from every index. Its in-flight requests stay in the record.
     fn detach_worker(
         &mut self,
         slot: usize,
@@ -528,7 +516,7 @@ impl Broker {
         Some(record)
     }
 
-    /// Removes worker `slot`, optionally telling it DISCONNECT, and re-queues its request.
+    /// Removes worker `slot`, optionally telling it DISCONNECT, and re-queues its requests.
     fn remove_worker(&mut self, slot: usize, reason: WorkerRemoval, notify: bool, now: Instant) {
         let mut lost = Vec::new();
         self.detach_with_job(slot, reason, notify, now, &mut lost);
@@ -553,9 +541,12 @@ impl Broker {
                 .wire
                 .send_worker_command(record.dialect, WorkerCommand::Disconnect);
         }
-        if let Some(job) = record.job.take() {
-            lost.push((record.service, job.request));
-        }
+        lost.extend(
+            record
+                .jobs
+                .drain(..)
+                .map(|job| (record.service, job.request)),
+        );
     }
 
     /// Puts requests of removed workers back (or fails them), then dispatches what it can. Done
@@ -722,7 +713,7 @@ impl Broker {
                 let _ = self
                     .wire
                     .send_worker_command(record.dialect, WorkerCommand::Disconnect);
-                orphans.extend(record.job.take().map(|job| job.request));
+                orphans.extend(record.jobs.drain(..).map(|job| job.request));
             }
         }
         for request in orphans {

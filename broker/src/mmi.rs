@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `mmi.service` | service name | `["200"]` if it has a registered worker, else `["404"]` |
 //! | `mmi.services` | — | `["200", json]`: `[{"name","workers","idle","queued"}]` |
-//! | `mmi.workers` | service name | `["200", json]`: `[{"id","service","dialect","state","requests","last_seen_ms_ago"}]`, or `["404"]` |
+//! | `mmi.workers` | service name | `["200", json]`: `[{"id","service","dialect","state","credit","in_flight","requests","last_seen_ms_ago"}]`, or `["404"]` |
 //! | `mmi.broker` | — | `["200", json]`: version, uptime, endpoint, counts, counters, buses |
 //! | `mmi.service`/`mmi.workers` without argument | | `["400"]` |
 //! | any other `mmi.*` | | `["501"]` |
@@ -116,7 +116,9 @@ pub fn answer(query: &[u8], args: &[Frame], view: &View<'_>) -> Vec<Frame> {
                                 "id": w.hex_id(),
                                 "service": service_name,
                                 "dialect": w.dialect.name(),
-                                "state": if w.job.is_some() { "busy" } else { "idle" },
+                                "state": if w.jobs.is_empty() { "idle" } else { "busy" },
+                                "credit": w.credit,
+                                "in_flight": w.jobs.len(),
                                 "requests": w.requests,
                                 "last_seen_ms_ago":
                                     view.now.saturating_duration_since(w.last_seen).as_millis() as u64,

@@ -1,8 +1,13 @@
-//! What the broker knows about one registered worker.
+//! What the broker knows about one registered worker, including the requests it holds.
+//!
+//! A plain MDP worker holds one request at a time. A worker that registered with credit N (plantd's
+//! credit extension, `protocol::credit`) holds up to N; each of its requests goes out with a tagged
+//! client address so that its reply finds the right request even out of order.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
-use plantd_worker_sdk::protocol::{Dialect, Frame};
+use plantd_worker_sdk::protocol::{credit, Dialect, Frame};
 
 use crate::request::{start_message, Request};
 
@@ -13,6 +18,8 @@ pub struct InFlight {
     pub request: Request,
     /// When it was sent to the worker (for the latency histogram).
     pub dispatched_at: Instant,
+    /// Its tag in the address sent to a credit worker (unused at credit 1).
+    tag: u32,
 }
 
 /// One registered worker (one DEALER session of a worker process).
@@ -32,18 +39,165 @@ pub struct WorkerRecord {
     pub last_seen: Instant,
     /// Requests dispatched to it.
     pub requests: u64,
-    /// The request it is working on; `None` while idle.
-    pub job: Option<InFlight>,
+    /// Requests it may hold at once (1 for plain MDP).
+    pub credit: u32,
+    /// The requests it is working on, oldest first.
+    pub jobs: VecDeque<InFlight>,
+    next_tag: u32,
 }
 
 impl WorkerRecord {
+    /// A worker that registered just now and holds nothing yet.
+    pub fn new(
+        id: Box<[u8]>,
+        service: usize,
+        dialect: Dialect,
+        envelope: bool,
+        credit: u32,
+        expires_at: Instant,
+        now: Instant,
+    ) -> Self {
+        WorkerRecord {
+            id,
+            service,
+            dialect,
+            envelope,
+            expires_at,
+            last_seen: now,
+            requests: 0,
+            credit: credit.max(1),
+            jobs: VecDeque::new(),
+            next_tag: 0,
+        }
+    }
+
     /// Starts an outgoing message to this worker in `out` (routing id, optional envelope).
     pub fn begin(&self, out: &mut Vec<Frame>) {
         start_message(out, Frame::from(&self.id[..]), self.dialect, self.envelope);
     }
 
+    /// The client address to send this worker with `request`, and the tag to record with it.
+    pub fn address_for(&mut self, request: &Request) -> (Frame, u32) {
+        if self.credit == 1 {
+            return (Frame::from(&request.client.id[..]), 0);
+        }
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1);
+        (credit::tag_address(&request.client.id, tag), tag)
+    }
+
+    /// Records `request` as sent to this worker with `tag`.
+    pub fn hold(&mut self, request: Request, tag: u32, now: Instant) {
+        self.requests += 1;
+        self.jobs.push_back(InFlight {
+            request,
+            dispatched_at: now,
+            tag,
+        });
+    }
+
+    /// The request a reply addressed to `address` answers, if this worker holds it.
+    pub fn job(&self, address: &[u8]) -> Option<&InFlight> {
+        self.job_index(address).map(|i| &self.jobs[i])
+    }
+
+    /// Removes and returns the request a FINAL addressed to `address` answers.
+    pub fn finish(&mut self, address: &[u8]) -> Option<InFlight> {
+        let i = self.job_index(address)?;
+        self.jobs.remove(i)
+    }
+
+    fn job_index(&self, address: &[u8]) -> Option<usize> {
+        if self.credit == 1 {
+            return self
+                .jobs
+                .iter()
+                .position(|j| j.request.client.id[..] == *address);
+        }
+        let (client, tag) = credit::split_address(address)?;
+        self.jobs
+            .iter()
+            .position(|j| j.tag == tag && j.request.client.id[..] == *client)
+    }
+
+    /// True while it can take another request.
+    pub fn has_credit(&self) -> bool {
+        (self.jobs.len() as u64) < u64::from(self.credit)
+    }
+
     /// The routing id as lowercase hex (for `mmi.workers`).
     pub fn hex_id(&self) -> String {
         self.id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::ReturnAddress;
+
+    fn request(client: &str) -> Request {
+        Request {
+            client: ReturnAddress {
+                id: Frame::from(client),
+                dialect: Dialect::V02,
+                envelope: false,
+            },
+            service: Frame::from("svc"),
+            body: vec![Frame::from(client)],
+            deadline: Instant::now(),
+            dispatches: 0,
+        }
+    }
+
+    fn worker(credit: u32) -> WorkerRecord {
+        let now = Instant::now();
+        WorkerRecord::new(
+            b"w".to_vec().into(),
+            0,
+            Dialect::V02,
+            false,
+            credit,
+            now,
+            now,
+        )
+    }
+
+    #[test]
+    fn plain_worker_gets_the_bare_client_address() {
+        let mut w = worker(1);
+        let r = request("client-a");
+        let (address, tag) = w.address_for(&r);
+        assert_eq!(&address[..], b"client-a");
+        w.hold(r, tag, Instant::now());
+        assert!(!w.has_credit());
+        assert!(w.finish(b"client-b").is_none());
+        assert!(w.finish(b"client-a").is_some());
+        assert!(w.has_credit());
+    }
+
+    #[test]
+    fn credit_worker_replies_match_their_request_in_any_order() {
+        let mut w = worker(3);
+        let mut addresses = Vec::new();
+        for body in ["one", "two", "three"] {
+            let mut r = request("same-client");
+            r.body = vec![Frame::from(body)];
+            let (address, tag) = w.address_for(&r);
+            addresses.push(address);
+            w.hold(r, tag, Instant::now());
+        }
+        assert!(!w.has_credit());
+        let body = |j: InFlight| String::from_utf8_lossy(&j.request.body[0]).into_owned();
+        assert_eq!(body(w.finish(&addresses[1]).unwrap()), "two");
+        assert!(w.finish(&addresses[1]).is_none(), "answered once only");
+        assert_eq!(body(w.finish(&addresses[2]).unwrap()), "three");
+        assert!(
+            w.finish(b"same-client").is_none(),
+            "an untagged address matches nothing"
+        );
+        assert_eq!(w.job(&addresses[0]).map(|j| j.tag), Some(0));
+        assert_eq!(body(w.finish(&addresses[0]).unwrap()), "one");
+        assert!(w.jobs.is_empty());
     }
 }

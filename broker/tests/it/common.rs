@@ -234,8 +234,14 @@ impl Peer {
     // ---- as a worker --------------------------------------------------------------------------
 
     pub fn ready(&self, service: &str) {
+        self.ready_with_credit(service, 1);
+    }
+
+    /// READY announcing `credit` (plantd's credit extension).
+    pub fn ready_with_credit(&self, service: &str, credit: u32) {
         self.send(Message::Worker(WorkerCommand::Ready {
             service: Frame::from(service),
+            credit,
         }));
     }
 

@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod credit;
 mod http;
 mod mmi;
 mod queueing;

@@ -31,6 +31,8 @@ pub struct EchoConfig {
     pub health_port: u16,
     /// Sessions with the broker, i.e. requests echoed in parallel.
     pub concurrency: usize,
+    /// Requests each session may hold at once (plantd's credit extension; 1 is plain MDP).
+    pub credit: u32,
     /// Heartbeat interval in milliseconds; should match the broker's.
     pub heartbeat_interval_ms: u64,
     /// Silent heartbeat intervals before the broker is considered lost.
@@ -48,6 +50,7 @@ impl Default for EchoConfig {
             health_host: "0.0.0.0".into(),
             health_port: 8086,
             concurrency: 1,
+            credit: 1,
             heartbeat_interval_ms: 2500,
             heartbeat_liveness: 3,
             log_level: "info".into(),
@@ -90,6 +93,7 @@ pub async fn run(config: EchoConfig, shutdown: Shutdown) -> Result<(), EchoError
         .heartbeat(Duration::from_millis(config.heartbeat_interval_ms))
         .liveness(config.heartbeat_liveness)
         .concurrency(config.concurrency)
+        .credit(config.credit)
         .connection_check(health.check("broker_connection"))
         .handler(move |request: Frames| {
             requests.inc();

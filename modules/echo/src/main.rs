@@ -31,6 +31,10 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrency: Option<usize>,
+    /// Requests each session may hold at once (credit extension) [env: PLANTD_ECHO_CREDIT].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credit: Option<u32>,
     /// Log level, an EnvFilter directive [env: PLANTD_ECHO_LOG_LEVEL].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

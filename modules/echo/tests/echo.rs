@@ -52,6 +52,7 @@ fn echoes_frames_and_reports_its_broker_session() {
             health_port,
             heartbeat_interval_ms: 100,
             heartbeat_liveness: 5,
+            credit: 4,
             ..EchoConfig::default()
         },
         echo_shutdown.clone(),
@@ -62,6 +63,11 @@ fn echoes_frames_and_reports_its_broker_session() {
     wait_until("the echo worker is registered", || {
         client.service_available(SERVICE).unwrap_or(false)
     });
+    let workers = client.workers(SERVICE).unwrap();
+    assert_eq!(
+        workers[0].credit, 4,
+        "registered with its configured credit"
+    );
 
     // The Go CLI's shape comes back identical, and so does anything else.
     let go_shape = vec![
@@ -102,4 +108,5 @@ fn default_config_matches_the_documented_ports() {
     assert_eq!(config.broker_endpoint, "tcp://127.0.0.1:9797");
     assert_eq!(config.health_port, 8086);
     assert_eq!(config.concurrency, 1);
+    assert_eq!(config.credit, 1, "plain MDP unless asked");
 }

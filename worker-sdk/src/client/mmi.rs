@@ -27,7 +27,8 @@ pub struct ServiceInfo {
     pub name: String,
     /// Registered workers.
     pub workers: u64,
-    /// Workers waiting for a request.
+    /// Requests its workers could take right now: one per idle plain worker, plus the unused
+    /// credit of credit workers.
     pub idle: u64,
     /// Requests waiting for a worker.
     pub queued: u64,
@@ -43,8 +44,12 @@ pub struct WorkerInfo {
     pub service: String,
     /// Its MDP dialect (`0.1`, `0.2`, `go`).
     pub dialect: String,
-    /// `idle` or `busy`.
+    /// `idle` (holds no request) or `busy`.
     pub state: String,
+    /// Requests it may hold at once (1 for plain MDP; more with plantd's credit extension).
+    pub credit: u32,
+    /// Requests it holds now.
+    pub in_flight: u32,
     /// Requests dispatched to it so far.
     pub requests: u64,
     /// Milliseconds since the broker last heard from it.

@@ -16,6 +16,7 @@
 //! Broker error replies (`["plantd.error", code, message]` bodies) live in [`error_reply`].
 
 pub mod bus;
+pub mod credit;
 pub mod error_reply;
 
 pub use error_reply::{ErrorCode, ErrorReply};
@@ -96,8 +97,9 @@ pub enum ClientCommand {
 /// The worker sub-protocol (MDP/Worker).
 #[derive(Debug)]
 pub enum WorkerCommand {
-    /// Worker → broker: register for `service`.
-    Ready { service: Frame },
+    /// Worker → broker: register for `service`, holding up to `credit` requests at once (1 is plain
+    /// MDP; more is plantd's [credit extension](credit)).
+    Ready { service: Frame, credit: u32 },
     /// Broker → worker: a request from `client`.
     Request { client: Frame, body: Vec<Frame> },
     /// Worker → broker: an intermediate reply to `client` (18/MDP and Go only).
@@ -146,6 +148,12 @@ pub enum ProtocolError {
     /// The empty frame after the client address is missing or not empty.
     #[error("missing empty delimiter after client address")]
     MissingDelimiter,
+    /// READY carried an extra frame that is not `credit=N` with N in 1..=[`credit::MAX_CREDIT`].
+    #[error(
+        "invalid READY credit frame (expected credit=N, 1 <= N <= {})",
+        credit::MAX_CREDIT
+    )]
+    InvalidCredit,
     /// A fixed-size command carried extra frames.
     #[error("unexpected trailing frames after {0}")]
     TrailingFrames(&'static str),
@@ -330,10 +338,14 @@ fn service_frame(frame: Option<Frame>) -> Result<Frame, ProtocolError> {
 
 fn ready(mut frames: impl Iterator<Item = Frame>) -> Result<WorkerCommand, ProtocolError> {
     let service = service_frame(frames.next())?;
+    let credit = match frames.next() {
+        Some(frame) => credit::parse_credit(&frame)?,
+        None => 1,
+    };
     if frames.next().is_some() {
         return Err(ProtocolError::TrailingFrames("READY"));
     }
-    Ok(WorkerCommand::Ready { service })
+    Ok(WorkerCommand::Ready { service, credit })
 }
 
 fn bare(
@@ -439,9 +451,15 @@ fn encode_worker(
         Dialect::Go => out.push(Frame::from(word)),
     };
     match cmd {
-        WorkerCommand::Ready { service } => {
+        WorkerCommand::Ready { service, credit } => {
             command(out, W_READY, W_READY, "READY");
             out.push(service);
+            if credit != 1 {
+                if !(1..=credit::MAX_CREDIT).contains(&credit) {
+                    return Err(ProtocolError::InvalidCredit);
+                }
+                out.push(credit::credit_frame(credit));
+            }
         }
         WorkerCommand::Request { client, body } => {
             command(out, W_REQUEST, W_REQUEST, "REQUEST");

@@ -55,9 +55,10 @@ fn rfc18_worker_commands_decode() {
         let (d, m) = decode(Direction::ToBroker, frames).unwrap();
         assert_eq!(d, Dialect::V02);
         let got = match m {
-            Message::Worker(WorkerCommand::Ready { ref service }) if &**service == b"svc" => {
-                "ready"
-            }
+            Message::Worker(WorkerCommand::Ready {
+                ref service,
+                credit: 1,
+            }) if &**service == b"svc" => "ready",
             Message::Worker(WorkerCommand::Request {
                 ref client,
                 ref body,
@@ -147,6 +148,11 @@ fn worker_cmds() -> Vec<Case<WorkerCommand>> {
     vec![
         ("ready", Direction::ToBroker, || WorkerCommand::Ready {
             service: Frame::from("svc"),
+            credit: 1,
+        }),
+        ("ready", Direction::ToBroker, || WorkerCommand::Ready {
+            service: Frame::from("svc"),
+            credit: 64,
         }),
         ("request", Direction::FromBroker, || {
             WorkerCommand::Request {
@@ -191,9 +197,10 @@ fn describe(m: &Message) -> (String, Vec<Vec<u8>>) {
             "final".into(),
             [vec![service.to_vec()], bytes(body)].concat(),
         ),
-        Message::Worker(WorkerCommand::Ready { service }) => {
-            ("ready".into(), vec![service.to_vec()])
-        }
+        Message::Worker(WorkerCommand::Ready { service, credit }) => (
+            "ready".into(),
+            vec![service.to_vec(), credit.to_string().into_bytes()],
+        ),
         Message::Worker(WorkerCommand::Request { client, body }) => (
             "request".into(),
             [vec![client.to_vec()], bytes(body)].concat(),
@@ -250,7 +257,46 @@ fn every_command_round_trips_in_every_dialect() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3 * 11 - 2);
+    assert_eq!(checked, 3 * 12 - 2);
+}
+
+#[test]
+fn ready_carries_credit_only_above_one() {
+    let ready = |credit| {
+        Message::Worker(WorkerCommand::Ready {
+            service: Frame::from("s"),
+            credit,
+        })
+    };
+    assert_eq!(
+        enc(Dialect::V02, Direction::ToBroker, ready(1)),
+        vec![b"MDPW02".to_vec(), vec![1], b"s".to_vec()],
+        "credit 1 is plain 18/MDP"
+    );
+    assert_eq!(
+        enc(Dialect::V01, Direction::ToBroker, ready(32)),
+        vec![
+            vec![],
+            b"MDPW01".to_vec(),
+            vec![1],
+            b"s".to_vec(),
+            b"credit=32".to_vec()
+        ]
+    );
+    let (_, decoded) = decode(
+        Direction::ToBroker,
+        f(&[b"", b"MDPW02", b"READY", b"s", b"credit=7"]),
+    )
+    .unwrap();
+    assert!(matches!(
+        decoded,
+        Message::Worker(WorkerCommand::Ready { credit: 7, .. })
+    ));
+    let mut out = Vec::new();
+    assert_eq!(
+        encode(Dialect::V02, Direction::ToBroker, ready(0), &mut out),
+        Err(ProtocolError::InvalidCredit)
+    );
 }
 
 #[test]
@@ -364,8 +410,10 @@ fn every_malformed_shape_is_a_typed_error() {
         (f(&[b"MDPW02", b"\x07"]), UnknownCommand("MDP/0.2 worker")),
         (f(&[b"MDPW02", b"JUNK"]), UnknownCommand("MDP/0.2 worker")),
         (f(&[b"MDPW02", b"\x01"]), MissingService),
+        (f(&[b"MDPW02", b"\x01", b"svc", b"extra"]), InvalidCredit),
+        (f(&[b"MDPW02", b"\x01", b"svc", b"credit=0"]), InvalidCredit),
         (
-            f(&[b"MDPW02", b"\x01", b"svc", b"extra"]),
+            f(&[b"MDPW02", b"\x01", b"svc", b"credit=2", b"extra"]),
             TrailingFrames("READY"),
         ),
         (f(&[b"MDPW02", b"\x05", b"x"]), TrailingFrames("HEARTBEAT")),

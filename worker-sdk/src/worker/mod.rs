@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Each endpoint gets `concurrency` sessions; each session is one DEALER socket on its own thread
-//! (see [`session`]) and handles one request at a time. Handlers run off that thread (see
+//! (see [`session`]) and holds one request at a time, or up to `credit` with plantd's credit
+//! extension. Handlers run off that thread (see
 //! [`handler`]), so heartbeats keep flowing while they work. A handler error or panic becomes the
 //! reply `["plantd.error", "500", message]` and the session carries on.
 
@@ -131,6 +132,7 @@ pub(crate) struct Settings {
     pub(crate) liveness: u32,
     pub(crate) reconnect_initial: Duration,
     pub(crate) reconnect_max: Duration,
+    pub(crate) credit: u32,
 }
 
 /// Builds a [`Worker`]; start with [`Worker::builder`].
@@ -142,6 +144,7 @@ pub struct WorkerBuilder {
     reconnect_initial: Duration,
     reconnect_max: Duration,
     concurrency: usize,
+    credit: u32,
     dialect: Dialect,
     connection_check: Option<Check>,
     handler: Option<Handler>,
@@ -167,6 +170,7 @@ impl Worker {
             reconnect_initial: DEFAULT_RECONNECT_INITIAL,
             reconnect_max: DEFAULT_RECONNECT_MAX,
             concurrency: 1,
+            credit: 1,
             dialect: Dialect::V02,
             connection_check: None,
             handler: None,
@@ -307,6 +311,18 @@ impl WorkerBuilder {
         self
     }
 
+    /// Requests each session may hold at once (default 1, plain MDP).
+    ///
+    /// Above 1 the worker registers with plantd's credit extension (`docs/protocol.md`): a plantd
+    /// broker then sends the session up to `credit` requests without waiting for replies, which
+    /// lets pipelined traffic travel in batches. Async handlers run them concurrently; sync and
+    /// streaming handlers take them in turn on the session's handler thread (a prefetch). Brokers
+    /// without the extension ignore it and send one request at a time.
+    pub fn credit(mut self, credit: u32) -> Self {
+        self.credit = credit;
+        self
+    }
+
     /// The MDP dialect to speak (default [`Dialect::V02`]).
     pub fn dialect(mut self, dialect: Dialect) -> Self {
         self.dialect = dialect;
@@ -366,6 +382,11 @@ impl WorkerBuilder {
                 "concurrency must be at least 1",
             ));
         }
+        if !(1..=crate::protocol::credit::MAX_CREDIT).contains(&self.credit) {
+            return Err(WorkerError::InvalidSetting(
+                "credit must be between 1 and protocol::credit::MAX_CREDIT",
+            ));
+        }
         if self.liveness == 0 {
             return Err(WorkerError::InvalidSetting("liveness must be at least 1"));
         }
@@ -385,6 +406,7 @@ impl WorkerBuilder {
                 liveness: self.liveness,
                 reconnect_initial: self.reconnect_initial,
                 reconnect_max: self.reconnect_max,
+                credit: self.credit,
             }),
             endpoints: self.endpoints,
             concurrency: self.concurrency,

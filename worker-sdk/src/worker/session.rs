@@ -70,7 +70,7 @@ enum End {
     Lost,
 }
 
-/// The request currently being handled.
+/// A request being handled.
 struct InFlight {
     request: u64,
     client: Frame,
@@ -144,10 +144,12 @@ impl Session {
             socket,
             WorkerCommand::Ready {
                 service: Frame::from(settings.service.as_bytes()),
+                credit: settings.credit,
             },
         );
         let mut registered = false;
-        let mut in_flight: Option<InFlight> = None;
+        // Requests being handled, at most `credit` (plantd's credit extension; 1 is plain MDP).
+        let mut in_flight: Vec<InFlight> = Vec::with_capacity(settings.credit as usize);
         let mut heartbeat_at = Instant::now() + settings.heartbeat;
         let mut broker_expiry = Instant::now() + patience;
 
@@ -186,12 +188,12 @@ impl Session {
                     }
                     match decode(Direction::FromBroker, frames) {
                         Ok((_, Message::Worker(WorkerCommand::Request { client, body }))) => {
-                            if in_flight.is_some() {
-                                warn!("request received while busy; ignored");
+                            if in_flight.len() >= settings.credit as usize {
+                                warn!("request received beyond this session's credit; ignored");
                                 continue;
                             }
                             *next_request += 1;
-                            in_flight = Some(InFlight {
+                            in_flight.push(InFlight {
                                 request: *next_request,
                                 client,
                             });
@@ -220,15 +222,15 @@ impl Session {
                 };
                 // Outcomes of requests from an earlier connection are stale: the broker has
                 // re-dispatched those requests already.
-                let Some(current) = in_flight.as_ref().filter(|f| f.request == request) else {
+                let Some(index) = in_flight.iter().position(|f| f.request == request) else {
                     continue;
                 };
-                let client = Frame::from(&current.client[..]);
                 let body = body.into_iter().map(Frame::from).collect();
                 let command = if last {
-                    in_flight = None;
+                    let client = in_flight.swap_remove(index).client;
                     WorkerCommand::Final { client, body }
                 } else {
+                    let client = Frame::from(&in_flight[index].client[..]);
                     WorkerCommand::Partial { client, body }
                 };
                 self.send(socket, command);
@@ -250,7 +252,7 @@ impl Session {
             };
             self.registrations.unregistered(reason);
         }
-        if in_flight.is_some() {
+        if !in_flight.is_empty() {
             self.executor.abandon();
         }
         end

@@ -91,7 +91,7 @@ impl Peer {
     /// Waits for READY and returns the worker's routing id.
     fn expect_ready(&self, service: &str) -> Vec<u8> {
         match self.recv_command() {
-            (id, WorkerCommand::Ready { service: s }) => {
+            (id, WorkerCommand::Ready { service: s, .. }) => {
                 assert_eq!(&*s, service.as_bytes());
                 id
             }

@@ -138,6 +138,7 @@ pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
                 &s,
                 WorkerCommand::Ready {
                     service: Frame::from("bench.idle"),
+                    credit: 1,
                 },
             )?;
             Ok(s)

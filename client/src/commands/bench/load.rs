@@ -20,31 +20,26 @@ pub enum Transport {
     Mdp { service: String, dialect: Dialect },
     /// Bare `[payload]` frames (the ROUTER↔DEALER proxy ceiling).
     Raw,
+    /// Through the same proxy, messages framed like MDP client requests for `service` (header,
+    /// command, service, payload) and echoed whole: the ceiling for traffic with MDP's frame count.
+    RawMdpShaped { service: String },
 }
 
 impl Transport {
     fn request(&self, payload: &[u8]) -> Vec<Frame> {
         match self {
             Transport::Raw => vec![Frame::from(payload)],
-            Transport::Mdp { service, dialect } => {
-                let mut out = Vec::with_capacity(5);
-                let msg = Message::Client(ClientCommand::Request {
-                    service: Frame::from(service.as_str()),
-                    body: vec![Frame::from(payload)],
-                });
-                // Encoding a REQUEST cannot fail in any dialect.
-                let _ = protocol::encode(*dialect, Direction::ToBroker, msg, &mut out);
-                out
-            }
+            Transport::RawMdpShaped { service } => mdp_request(service, Dialect::V02, payload),
+            Transport::Mdp { service, dialect } => mdp_request(service, *dialect, payload),
         }
     }
 
     /// The reply payload, or why the reply is not a correct echo.
     fn reply(&self, frames: Vec<Frame>) -> Result<Option<Frame>, String> {
         match self {
-            Transport::Raw => frames
+            Transport::Raw | Transport::RawMdpShaped { .. } => frames
                 .into_iter()
-                .next()
+                .last()
                 .map(Some)
                 .ok_or_else(|| "empty reply".into()),
             Transport::Mdp { .. } => match protocol::decode(Direction::FromBroker, frames) {
@@ -63,6 +58,18 @@ impl Transport {
             },
         }
     }
+}
+
+/// The frames of an MDP client REQUEST carrying `payload`.
+fn mdp_request(service: &str, dialect: Dialect, payload: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::with_capacity(5);
+    let msg = Message::Client(ClientCommand::Request {
+        service: Frame::from(service),
+        body: vec![Frame::from(payload)],
+    });
+    // Encoding a REQUEST cannot fail in any dialect.
+    let _ = protocol::encode(dialect, Direction::ToBroker, msg, &mut out);
+    out
 }
 
 /// One load run's shape.

@@ -61,11 +61,15 @@ pub struct LoadArgs {
     /// registered.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// MDP worker sessions per echo worker thread. MDP hands a worker one request at a time, so
-    /// pipelined traffic needs many sessions (the SDK's `concurrency`); a raw proxy peer needs none.
-    /// Default: enough for every request in flight, at most 64 per thread.
+    /// MDP worker sessions per echo worker thread (the SDK's `concurrency`). Default: 1, or with
+    /// `--credit 1` enough for every request in flight, at most 64 per thread.
     #[arg(long)]
     pub sessions: Option<usize>,
+    /// Requests each echo worker session may hold at once (plantd's credit extension, the SDK's
+    /// `credit`; 1 is plain MDP, one request per session at a time). Default: enough for every
+    /// request in flight.
+    #[arg(long)]
+    pub credit: Option<u32>,
     /// MDP dialect of the bench's clients and workers: 0.1 or 0.2.
     #[arg(long, default_value = "0.2")]
     pub protocol: Dialect,
@@ -78,9 +82,14 @@ pub struct LoadArgs {
     /// Service to call (with `--workers 0`, an existing one such as org.plantd.module.Echo).
     #[arg(long, default_value = "bench.echo")]
     pub service: String,
-    /// Alternate ceiling and broker runs and report the ratio (broker only).
+    /// Alternate ceiling and broker runs and report the ratios (broker only): against the bare
+    /// ceiling and against the ceiling carrying MDP-framed messages.
     #[arg(long)]
     pub compare_ceiling: bool,
+    /// Ceiling only: frame each message like an MDP client request (header, command, service,
+    /// body) instead of one bare frame, so the proxy moves as many frames as MDP needs.
+    #[arg(long)]
+    pub mdp_frames: bool,
     /// Alternations with --compare-ceiling.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
@@ -96,7 +105,7 @@ pub fn run(command: BenchCommand, json: bool) -> Result<()> {
             check(&report)
         }
         BenchCommand::Ceiling(args) => {
-            let report = ceiling_run(&args)?;
+            let report = ceiling_run(&args, args.mdp_frames)?;
             print_report("ceiling", &args, &report, json);
             check(&report)
         }
@@ -195,11 +204,7 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
         &endpoint,
         &args.service,
         args.protocol,
-        args.workers,
-        args.sessions.unwrap_or_else(|| {
-            let in_flight = args.clients * args.window;
-            in_flight.div_ceil(args.workers.max(1)).clamp(1, 64)
-        }),
+        echo_workers(args),
         Duration::from_millis(1000),
     )
     .context("cannot start bench echo workers")?;
@@ -211,17 +216,43 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
     Ok(measure(&ctx, &transport, &spec(args, endpoint)?, "broker"))
 }
 
-fn ceiling_run(args: &LoadArgs) -> Result<LoadReport> {
+/// Sessions and credit of the bench's echo workers: unless told otherwise, every request in flight
+/// finds a place at a worker, through credit (one session per thread) or, with `--credit 1`,
+/// through sessions.
+fn echo_workers(args: &LoadArgs) -> peers::EchoWorkers {
+    let threads = args.workers;
+    let per_thread = (args.clients * args.window).div_ceil(threads.max(1));
+    let max_credit = plantd_worker_sdk::protocol::credit::MAX_CREDIT;
+    let (sessions, credit) = match (args.sessions, args.credit) {
+        (Some(sessions), Some(credit)) => (sessions, credit),
+        (Some(sessions), None) => (sessions, 1),
+        (None, Some(credit)) => (
+            per_thread.div_ceil(credit.max(1) as usize).clamp(1, 64),
+            credit,
+        ),
+        (None, None) => (1, (per_thread as u32).clamp(1, max_credit)),
+    };
+    peers::EchoWorkers {
+        threads,
+        sessions: sessions.max(1),
+        credit: credit.clamp(1, max_credit),
+    }
+}
+
+/// The same load through the bare proxy; `mdp_frames` frames it like MDP client requests.
+fn ceiling_run(args: &LoadArgs, mdp_frames: bool) -> Result<LoadReport> {
     let ctx = zmq::Context::new();
     let frontend = free_endpoint();
     let _proxy = peers::ceiling_proxy(&ctx, &frontend, &free_endpoint(), args.workers.max(1))
         .context("cannot start the ceiling proxy")?;
-    Ok(measure(
-        &ctx,
-        &Transport::Raw,
-        &spec(args, frontend)?,
-        "ceiling",
-    ))
+    let transport = if mdp_frames {
+        Transport::RawMdpShaped {
+            service: args.service.clone(),
+        }
+    } else {
+        Transport::Raw
+    };
+    Ok(measure(&ctx, &transport, &spec(args, frontend)?, "ceiling"))
 }
 
 fn wait_for_service(endpoint: &str, service: &str) -> Result<()> {
@@ -273,12 +304,15 @@ fn measure(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, label: &s
 }
 
 fn shape(args: &LoadArgs) -> String {
+    let w = echo_workers(args);
     format!(
-        "{} clients × window {}, {} B bodies, {} workers, MDP/{}",
+        "{} clients × window {}, {} B bodies, {} workers × {} sessions × credit {}, MDP/{}",
         args.clients,
         args.window,
         args.size,
         args.workers,
+        w.sessions,
+        w.credit,
         args.protocol.name()
     )
 }
@@ -310,51 +344,61 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Alternates ceiling and broker runs so both see the same machine conditions.
+/// Alternates the two ceilings and the broker so all see the same machine conditions.
 fn compare(args: &LoadArgs, json: bool) -> Result<()> {
     let mut ceiling = Vec::new();
+    let mut framed = Vec::new();
     let mut broker = Vec::new();
     for round in 0..args.rounds.max(1) {
-        let c = ceiling_run(args)?;
+        let c = ceiling_run(args, false)?;
         check(&c)?;
+        let f = ceiling_run(args, true)?;
+        check(&f)?;
         let b = broker_run(args)?;
         check(&b)?;
         if !json {
             println!(
-                "round {}: ceiling {:>9.0} req/s p50 {:>5} µs | broker {:>9.0} req/s p50 {:>5} µs",
+                "round {}: ceiling {:>7.0} req/s p50 {:>5} µs | MDP-framed ceiling {:>7.0} req/s p50 {:>5} µs | broker {:>7.0} req/s p50 {:>5} µs",
                 round + 1,
                 c.requests_per_sec,
                 c.latency_us.p50,
+                f.requests_per_sec,
+                f.latency_us.p50,
                 b.requests_per_sec,
                 b.latency_us.p50
             );
         }
         ceiling.push(c);
+        framed.push(f);
         broker.push(b);
     }
     let tput = |rs: &[LoadReport]| median(rs.iter().map(|r| r.requests_per_sec).collect());
     let p50 = |rs: &[LoadReport]| median(rs.iter().map(|r| r.latency_us.p50 as f64).collect());
-    let (ct, bt, cl, bl) = (tput(&ceiling), tput(&broker), p50(&ceiling), p50(&broker));
+    let (ct, ft, bt) = (tput(&ceiling), tput(&framed), tput(&broker));
+    let (cl, fl, bl) = (p50(&ceiling), p50(&framed), p50(&broker));
     if json {
         println!(
             "{}",
             json!({
                 "mode": "compare", "shape": shape(args),
-                "ceiling": ceiling, "broker": broker,
-                "median_req_per_sec": {"ceiling": ct, "broker": bt},
-                "median_p50_us": {"ceiling": cl, "broker": bl},
+                "ceiling": ceiling, "mdp_framed_ceiling": framed, "broker": broker,
+                "median_req_per_sec": {"ceiling": ct, "mdp_framed_ceiling": ft, "broker": bt},
+                "median_p50_us": {"ceiling": cl, "mdp_framed_ceiling": fl, "broker": bl},
                 "throughput_ratio": bt / ct, "p50_latency_ratio": bl / cl,
+                "throughput_ratio_mdp_framed": bt / ft, "p50_latency_ratio_mdp_framed": bl / fl,
             })
         );
     } else {
         println!("{}", shape(args));
         println!(
-            "  median throughput: broker {bt:.0} req/s / ceiling {ct:.0} req/s = {:.2}×",
-            bt / ct
+            "  median throughput: broker {bt:.0} req/s / ceiling {ct:.0} req/s = {:.2}× (MDP-framed ceiling {ft:.0} req/s: {:.2}×)",
+            bt / ct,
+            bt / ft
         );
         println!(
-            "  median p50 latency: broker {bl:.0} µs / ceiling {cl:.0} µs = {:.2}×",
-            bl / cl
+            "  median p50 latency: broker {bl:.0} µs / ceiling {cl:.0} µs = {:.2}× (MDP-framed ceiling {fl:.0} µs: {:.2}×)",
+            bl / cl,
+            bl / fl
         );
     }
     Ok(())

@@ -32,18 +32,33 @@ impl Drop for PeerSet {
 
 const POLL_MS: i64 = 100;
 
-/// Starts `threads` echo threads, each serving `sessions` MDP worker sessions (one DEALER socket
-/// each) for `service`. MDP gives a worker one request at a time, so it is the number of sessions
-/// that lets pipelined traffic through, as with the SDK's `concurrency`.
+/// How many MDP echo workers to run and how much each may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct EchoWorkers {
+    /// Threads, each serving `sessions` sessions.
+    pub threads: usize,
+    /// MDP worker sessions (one DEALER socket each) per thread.
+    pub sessions: usize,
+    /// Requests each session may hold (plantd's credit extension; 1 is plain MDP).
+    pub credit: u32,
+}
+
+/// Starts echo threads serving MDP worker sessions for `service`. Plain MDP gives a session one
+/// request at a time, so it takes many sessions (the SDK's `concurrency`) or credit (the SDK's
+/// `credit`) to let pipelined traffic through.
 pub fn mdp_echo_workers(
     ctx: &zmq::Context,
     endpoint: &str,
     service: &str,
     dialect: Dialect,
-    threads: usize,
-    sessions: usize,
+    shape: EchoWorkers,
     heartbeat: Duration,
 ) -> zmq::Result<PeerSet> {
+    let EchoWorkers {
+        threads,
+        sessions,
+        credit,
+    } = shape;
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for _ in 0..threads {
@@ -59,6 +74,7 @@ pub fn mdp_echo_workers(
                 dialect,
                 WorkerCommand::Ready {
                     service: Frame::from(service),
+                    credit,
                 },
             )?;
             sockets.push(socket);
