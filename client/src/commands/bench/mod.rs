@@ -1,10 +1,11 @@
 //! `plant bench`: measure the broker against the bare-libzmq ceiling on this machine.
 //!
 //! - `plant bench broker`: echo traffic through a broker (an in-process one on a free port unless
-//!   `--broker` names a running one), with lean MDP echo workers started by the bench.
-//!   `--compare-ceiling` alternates ceiling and broker runs and prints the ratio, the figure that
-//!   stays stable on noisy machines.
-//! - `plant bench ceiling`: the same traffic through a bare ROUTER↔DEALER `zmq_proxy`.
+//!   `--broker` names a running one), with lean MDP echo workers started by the bench (credit
+//!   workers by default, `--credit 1` for plain MDP). `--compare-ceiling` alternates the ceilings
+//!   and the broker and prints the ratios, the figures that stay stable on noisy machines.
+//! - `plant bench ceiling`: the same traffic through a bare ROUTER↔DEALER `zmq_proxy`;
+//!   `--mdp-frames` frames it like MDP client requests.
 //! - `plant bench idle`: a `plantd-broker` child process with 1,000 idle clients and 100 idle
 //!   workers; reports its resident memory and CPU use.
 //!

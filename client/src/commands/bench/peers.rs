@@ -138,7 +138,8 @@ fn echo_worker_loop(
 }
 
 /// Starts the ceiling: a libzmq proxy (ROUTER frontend on `frontend`, DEALER backend on
-/// `backend`, both TCP like the broker's two legs) and `count` raw echo peers behind it.
+/// `backend`, both TCP like the broker's two legs, in a context of its own like the broker) and
+/// `count` raw echo peers behind it, on `ctx` like the broker run's echo workers.
 pub fn ceiling_proxy(
     ctx: &zmq::Context,
     frontend: &str,
@@ -151,8 +152,12 @@ pub fn ceiling_proxy(
         "inproc://bench-ceiling-control-{}",
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let front = ctx.socket(zmq::ROUTER)?;
-    let back = ctx.socket(zmq::DEALER)?;
+    // The proxy gets a libzmq context of its own, as the broker has (its own process, or its own
+    // context in-process): sharing the bench's I/O thread would let the ceiling skip the
+    // cross-thread hand-offs every real broker pays on each hop.
+    let proxy_ctx = zmq::Context::new();
+    let front = proxy_ctx.socket(zmq::ROUTER)?;
+    let back = proxy_ctx.socket(zmq::DEALER)?;
     for s in [&front, &back] {
         s.set_linger(0)?;
         s.set_sndhwm(0)?;
@@ -160,9 +165,9 @@ pub fn ceiling_proxy(
     }
     front.bind(frontend)?;
     back.bind(&backend_ep)?;
-    let control_rx = ctx.socket(zmq::PAIR)?;
+    let control_rx = proxy_ctx.socket(zmq::PAIR)?;
     control_rx.bind(&control_ep)?;
-    let control = ctx.socket(zmq::PAIR)?;
+    let control = proxy_ctx.socket(zmq::PAIR)?;
     control.connect(&control_ep)?;
 
     let stop = Arc::new(AtomicBool::new(false));
