@@ -146,6 +146,15 @@ impl LoggerConfig {
     }
 }
 
+impl plantd_worker_sdk::service::ServiceConfig for LoggerConfig {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
 #[cfg(test)]
 // figment's Jail closures return its own large error type.
 #[allow(clippy::result_large_err)]

@@ -4,21 +4,16 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use plantd_logger::LoggerConfig;
-use plantd_worker_sdk::telemetry::{self, LogFormat};
-use plantd_worker_sdk::{config, signal, Shutdown};
+use plantd_worker_sdk::service::{self, CommonArgs};
+use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// plantd logger: stores bus metrics and events in SQLite and answers queries about them.
 #[derive(Parser)]
 #[command(name = "plantd-logger", version)]
 struct Cli {
-    /// Config file (default: PLANTD_LOGGER_CONFIG, then logger.yaml in ., ~/.config/plantd, /etc/plantd).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Print the effective configuration as JSON and exit.
-    #[arg(long)]
-    print_config: bool,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -62,19 +57,12 @@ struct Overrides {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let config: LoggerConfig = config::load("logger", cli.config.as_deref(), &cli.overrides)?;
-    if cli.print_config {
-        config::print(&config);
-        return Ok(());
-    }
-    telemetry::init("plantd-logger", &config.log_level, config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = Shutdown::new();
-        signal::cancel_on_signal(shutdown.clone());
-        plantd_logger::run(config, shutdown).await
-    })?;
+    service::main(
+        "logger",
+        "plantd-logger",
+        &cli.common,
+        &cli.overrides,
+        plantd_logger::run,
+    )?;
     Ok(())
 }

@@ -124,3 +124,12 @@ impl MetricModuleConfig {
             .unwrap_or_else(|| "localhost".into())
     }
 }
+
+impl plantd_worker_sdk::service::ServiceConfig for MetricModuleConfig {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}

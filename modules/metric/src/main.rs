@@ -1,25 +1,19 @@
 //! `plantd-module-metric`: publishes this host's readings on the metric bus (producer, default)
 //! or prints the metrics on the bus as JSON lines (consumer), until SIGINT/SIGTERM.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Parser;
-use plantd_module_metric::{MetricModuleConfig, Mode};
-use plantd_worker_sdk::telemetry::{self, LogFormat};
-use plantd_worker_sdk::{config, signal, Shutdown};
+use plantd_module_metric::Mode;
+use plantd_worker_sdk::service::{self, CommonArgs};
+use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// plantd metric module: host readings onto the metric bus, or metric bus onto stdout.
 #[derive(Parser)]
 #[command(name = "plantd-module-metric", version)]
 struct Cli {
-    /// Config file (default: PLANTD_MODULE_METRIC_CONFIG, then module-metric.yaml in ., ~/.config/plantd, /etc/plantd).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Print the effective configuration as JSON and exit.
-    #[arg(long)]
-    print_config: bool,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -67,20 +61,12 @@ struct Overrides {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let config: MetricModuleConfig =
-        config::load("module-metric", cli.config.as_deref(), &cli.overrides)?;
-    if cli.print_config {
-        config::print(&config);
-        return Ok(());
-    }
-    telemetry::init("plantd-module-metric", &config.log_level, config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = Shutdown::new();
-        signal::cancel_on_signal(shutdown.clone());
-        plantd_module_metric::run(config, shutdown).await
-    })?;
+    service::main(
+        "module-metric",
+        "plantd-module-metric",
+        &cli.common,
+        &cli.overrides,
+        plantd_module_metric::run,
+    )?;
     Ok(())
 }
