@@ -6,6 +6,7 @@
 //!   and the broker and prints the ratios, the figures that stay stable on noisy machines.
 //! - `plant bench ceiling`: the same traffic through a bare ROUTER↔DEALER `zmq_proxy`;
 //!   `--mdp-frames` frames it like MDP client requests.
+//! - `plant bench state`: state-set/state-get against echo through an in-process broker.
 //! - `plant bench idle`: a `plantd-broker` child process with 1,000 idle clients and 100 idle
 //!   workers; reports its resident memory and CPU use.
 //!
@@ -15,6 +16,7 @@ mod bus;
 mod idle;
 mod load;
 mod peers;
+mod state;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,8 @@ pub enum BenchCommand {
     Idle(idle::IdleArgs),
     /// Pub/sub throughput through a broker bus vs. a bare XSUB/XPUB proxy and PUSH→PULL.
     Bus(bus::BusArgs),
+    /// State service set/get throughput as ratios to echo through the same broker.
+    State(state::StateBenchArgs),
 }
 
 /// Shape of a load run.
@@ -112,6 +116,7 @@ pub fn run(command: BenchCommand, json: bool) -> Result<()> {
         }
         BenchCommand::Idle(args) => idle::run(args, json),
         BenchCommand::Bus(args) => bus::run(args, json),
+        BenchCommand::State(args) => state::run(args, json),
     }
 }
 
@@ -144,12 +149,13 @@ fn spec(args: &LoadArgs, endpoint: String) -> Result<LoadSpec> {
     })
 }
 
-/// An in-process broker on a free port, stopped on drop.
+/// An in-process broker on a free port, and any services run beside it; all stopped on drop.
 struct InProcessBroker {
     endpoint: String,
     shutdown: Shutdown,
     runtime: tokio::runtime::Runtime,
-    task: Option<tokio::task::JoinHandle<Result<(), plantd_broker::BrokerError>>>,
+    /// The broker first, then the services, each reduced to "has it ended".
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl InProcessBroker {
@@ -162,30 +168,45 @@ impl InProcessBroker {
             bus: plantd_broker::bus::BusSettings::disabled(),
             ..Default::default()
         };
-        let shutdown = Shutdown::new();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let task = Some(runtime.spawn(plantd_broker::run(config, shutdown.clone())));
-        Ok(InProcessBroker {
+        let mut broker = InProcessBroker {
             endpoint,
-            shutdown,
+            shutdown: Shutdown::new(),
             runtime,
-            task,
-        })
+            tasks: Vec::new(),
+        };
+        broker.spawn(plantd_broker::run(config, broker.shutdown.clone()));
+        Ok(broker)
+    }
+
+    /// Runs a service (`run(config, shutdown)` future) on the broker's runtime until drop.
+    fn spawn<F, E>(&mut self, service: F)
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        self.tasks.push(self.runtime.spawn(async move {
+            let _ = service.await;
+        }));
     }
 }
 
 impl Drop for InProcessBroker {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            // The broker stops within a second; never hang the bench on it.
-            let _ = self
-                .runtime
-                .block_on(async { tokio::time::timeout(Duration::from_secs(2), task).await });
-        }
+        let tasks = std::mem::take(&mut self.tasks);
+        // Services stop within a second or two; never hang the bench on them.
+        let _ = self.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                for task in tasks {
+                    let _ = task.await;
+                }
+            })
+            .await
+        });
     }
 }
 

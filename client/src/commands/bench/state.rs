@@ -1,0 +1,225 @@
+//! `plant bench state`: state service throughput as ratios to plain echo traffic through the same
+//! broker in the same run (absolute rates swing with the machine; ratios much less).
+//!
+//! Starts, in this process, a broker, an SDK echo worker and the state service (`plantd_state::run`
+//! on a SQLite file in a temporary directory), each with `--sessions` worker sessions. Then
+//! `--clients` blocking clients drive each phase back to back for `--seconds`: echo, `state-set`
+//! on fresh keys, `state-get` on existing keys, echo again. The echo figure for the ratios is the
+//! mean of the two echo phases, so drift during the run averages out. Every reply is checked.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use plantd_worker_sdk::client::Client;
+use plantd_worker_sdk::testing::free_port;
+use plantd_worker_sdk::{Frames, HandlerError, Worker};
+use serde_json::json;
+
+use super::InProcessBroker;
+
+/// The echo service the bench registers next to the state service.
+const ECHO: &str = "bench.state.echo";
+/// The state service's MDP name.
+const STATE: &str = "org.plantd.State";
+
+/// Options of `plant bench state`.
+#[derive(Args, Debug, Clone)]
+pub struct StateBenchArgs {
+    /// Concurrent blocking clients per phase.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Length of each phase in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Worker sessions of the echo worker and of the state service.
+    #[arg(long, default_value_t = 4)]
+    pub sessions: usize,
+}
+
+/// What one phase measured.
+struct Phase {
+    name: &'static str,
+    rate: f64,
+    completed: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Runs `clients` threads for `seconds`, each sending `make(client, i)` back to back to `service`;
+/// every reply must pass `check`.
+fn phase(
+    name: &'static str,
+    endpoint: &str,
+    service: &str,
+    args: &StateBenchArgs,
+    make: impl Fn(usize, u64) -> Frames + Sync,
+    check: impl Fn(&Frames) -> bool + Sync,
+) -> Result<Phase> {
+    let done = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let first_error = Mutex::new(None::<String>);
+    let stop = AtomicBool::new(false);
+    let clients: Vec<Client> = (0..args.clients)
+        .map(|_| Client::connect(endpoint).map(|c| c.with_timeout(Duration::from_secs(10))))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for (c, client) in clients.into_iter().enumerate() {
+            let (done, errors, first_error, stop, make, check) =
+                (&done, &errors, &first_error, &stop, &make, &check);
+            s.spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let problem = match client.request(service, make(c, i)) {
+                        Ok(reply) if check(&reply) => None,
+                        Ok(reply) => Some(format!(
+                            "unexpected reply {:?}",
+                            reply
+                                .first()
+                                .map(|f| String::from_utf8_lossy(f).into_owned())
+                        )),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    match problem {
+                        None => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(problem) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                            first.get_or_insert(format!("{name}: {problem}"));
+                        }
+                    }
+                    i += 1;
+                }
+            });
+        }
+        // The measurement window itself, not a synchronisation.
+        std::thread::sleep(Duration::from_secs_f64(args.seconds));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let completed = done.load(Ordering::Relaxed);
+    Ok(Phase {
+        name,
+        rate: completed as f64 / started.elapsed().as_secs_f64(),
+        completed,
+        errors: errors.load(Ordering::Relaxed),
+        first_error: first_error.into_inner().unwrap_or_else(|e| e.into_inner()),
+    })
+}
+
+/// A state request body for key `c{client}-{n}`, with a value for `state-set`.
+fn body(client: usize, n: u64, with_value: bool) -> Vec<u8> {
+    let key = format!("c{client}-{}", n % 1000);
+    if with_value {
+        format!(r#"{{"service":"bench","key":"{key}","value":{{"n":{n},"s":"some text"}}}}"#)
+    } else {
+        format!(r#"{{"service":"bench","key":"{key}"}}"#)
+    }
+    .into_bytes()
+}
+
+fn success(reply: &Frames) -> bool {
+    reply.len() == 1 && reply[0].starts_with(br#"{"success":true"#)
+}
+
+/// Runs `plant bench state`.
+pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
+    if args.clients == 0 || args.sessions == 0 || args.seconds <= 0.0 {
+        bail!("--clients, --sessions and --seconds must be positive");
+    }
+    // Declared first so it is removed last, after the services on it have stopped.
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let mut broker = InProcessBroker::start()?;
+    let endpoint = broker.endpoint.clone();
+    let echo = Worker::builder(ECHO)
+        .endpoint(endpoint.clone())
+        .concurrency(args.sessions)
+        .handler(|request: Frames| -> Result<Frames, HandlerError> { Ok(request) })
+        .build()?;
+    let stop = broker.shutdown.clone();
+    broker.spawn(echo.run(stop.clone()));
+    let state = plantd_state::StateConfig {
+        db: dir.path().join("bench-state.db"),
+        broker_endpoint: endpoint.clone(),
+        concurrency: args.sessions,
+        health_host: "127.0.0.1".into(),
+        health_port: free_port(),
+        bus_endpoint: String::new(),
+        log_level: "warn".into(),
+        ..plantd_state::StateConfig::default()
+    };
+    broker.spawn(plantd_state::run(state, stop));
+    super::wait_for_service(&endpoint, ECHO)?;
+    super::wait_for_service(&endpoint, STATE)?;
+
+    let echo_phase = |name| {
+        phase(
+            name,
+            &endpoint,
+            ECHO,
+            &args,
+            |c, i| vec![b"echo".to_vec(), body(c, i, true)],
+            |r| r.len() == 2,
+        )
+    };
+    let phases = [
+        echo_phase("echo")?,
+        phase(
+            "state-set",
+            &endpoint,
+            STATE,
+            &args,
+            |c, i| vec![b"state-set".to_vec(), body(c, i, true)],
+            success,
+        )?,
+        // Every client wrote keys c{c}-0.. in the set phase; read back ones that exist.
+        phase(
+            "state-get",
+            &endpoint,
+            STATE,
+            &args,
+            |c, i| vec![b"state-get".to_vec(), body(c, i % 20, false)],
+            success,
+        )?,
+        echo_phase("echo")?,
+    ];
+    let echo = (phases[0].rate + phases[3].rate) / 2.0;
+    let (set, get) = (phases[1].rate / echo, phases[2].rate / echo);
+    if json {
+        let list: Vec<_> = phases
+            .iter()
+            .map(|p| json!({"phase": p.name, "requests_per_sec": p.rate, "completed": p.completed, "errors": p.errors}))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "mode": "state", "clients": args.clients, "seconds": args.seconds,
+                "sessions": args.sessions, "phases": list,
+                "echo_requests_per_sec": echo,
+                "set_ratio": set, "get_ratio": get,
+            })
+        );
+    } else {
+        println!(
+            "state: {} clients, {} s per phase, {} sessions per service",
+            args.clients, args.seconds, args.sessions
+        );
+        for p in &phases {
+            println!("  {:<10} {:>9.0} req/s", p.name, p.rate);
+        }
+        println!("  state-set / echo {set:.2}×, state-get / echo {get:.2}×");
+    }
+    let errors: u64 = phases.iter().map(|p| p.errors).sum();
+    if errors > 0 {
+        let first = phases.iter().find_map(|p| p.first_error.clone());
+        bail!(
+            "{errors} requests failed: {}",
+            first.as_deref().unwrap_or("unknown")
+        );
+    }
+    Ok(())
+}
