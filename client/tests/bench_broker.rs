@@ -37,6 +37,7 @@ fn broker_and_ceiling_runs_verify_every_reply() {
         &["--protocol", "0.1"][..],
         &["--credit", "1"][..],
         &["--clients", "1", "--window", "1"][..],
+        &["--sdk-workers"][..],
     ] {
         let mut args = vec!["broker", "--requests", "2000"];
         args.extend_from_slice(extra);

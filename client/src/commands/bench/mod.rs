@@ -91,6 +91,11 @@ pub struct LoadArgs {
     /// ceiling and against the ceiling carrying MDP-framed messages.
     #[arg(long)]
     pub compare_ceiling: bool,
+    /// Echo workers are SDK `Worker`s (one worker, `--workers` × `--sessions` sessions, handler
+    /// on its session thread) instead of the bench's lean MDP loop: what a service built on the
+    /// SDK gets.
+    #[arg(long)]
+    pub sdk_workers: bool,
     /// Ceiling only: frame each message like an MDP client request (header, command, service,
     /// body) instead of one bare frame, so the proxy moves as many frames as MDP needs.
     #[arg(long)]
@@ -221,15 +226,25 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
         .clone()
         .or_else(|| local.as_ref().map(|b| b.endpoint.clone()))
         .unwrap_or_default();
-    let _workers = peers::mdp_echo_workers(
-        &ctx,
-        &endpoint,
-        &args.service,
-        args.protocol,
-        echo_workers(args),
-        Duration::from_millis(1000),
-    )
-    .context("cannot start bench echo workers")?;
+    let shape = echo_workers(args);
+    let heartbeat = Duration::from_millis(1000);
+    let (_lean, _sdk) = if args.sdk_workers && shape.threads > 0 {
+        let sdk =
+            peers::sdk_echo_workers(&endpoint, &args.service, args.protocol, shape, heartbeat)
+                .context("cannot start SDK echo workers")?;
+        (None, Some(sdk))
+    } else {
+        let lean = peers::mdp_echo_workers(
+            &ctx,
+            &endpoint,
+            &args.service,
+            args.protocol,
+            shape,
+            heartbeat,
+        )
+        .context("cannot start bench echo workers")?;
+        (Some(lean), None)
+    };
     wait_for_service(&endpoint, &args.service)?;
     let transport = Transport::Mdp {
         service: args.service.clone(),
@@ -328,11 +343,12 @@ fn measure(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, label: &s
 fn shape(args: &LoadArgs) -> String {
     let w = echo_workers(args);
     format!(
-        "{} clients × window {}, {} B bodies, {} workers × {} sessions × credit {}, MDP/{}",
+        "{} clients × window {}, {} B bodies, {} {}workers × {} sessions × credit {}, MDP/{}",
         args.clients,
         args.window,
         args.size,
         args.workers,
+        if args.sdk_workers { "SDK " } else { "" },
         w.sessions,
         w.credit,
         args.protocol.name()

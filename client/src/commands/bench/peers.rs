@@ -91,6 +91,54 @@ pub fn mdp_echo_workers(
     })
 }
 
+/// SDK echo workers (`plantd_worker_sdk::Worker`, what services built on the SDK get), stopped
+/// on drop.
+pub struct SdkEchoWorkers {
+    shutdown: plantd_worker_sdk::Shutdown,
+    runtime: tokio::runtime::Runtime,
+    task: Option<tokio::task::JoinHandle<Result<(), plantd_worker_sdk::worker::WorkerError>>>,
+}
+
+impl Drop for SdkEchoWorkers {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = self
+                .runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+        }
+    }
+}
+
+/// Starts one SDK worker for `service` with `threads × sessions` sessions of `credit` each.
+pub fn sdk_echo_workers(
+    endpoint: &str,
+    service: &str,
+    dialect: Dialect,
+    shape: EchoWorkers,
+    heartbeat: Duration,
+) -> anyhow::Result<SdkEchoWorkers> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let worker = plantd_worker_sdk::Worker::builder(service)
+        .endpoint(endpoint)
+        .dialect(dialect)
+        .heartbeat(heartbeat)
+        .concurrency((shape.threads * shape.sessions).max(1))
+        .credit(shape.credit)
+        .handler(Ok)
+        .build()?;
+    let shutdown = plantd_worker_sdk::Shutdown::new();
+    let task = Some(runtime.spawn(worker.run(shutdown.clone())));
+    Ok(SdkEchoWorkers {
+        shutdown,
+        runtime,
+        task,
+    })
+}
+
 fn send(socket: &zmq::Socket, dialect: Dialect, cmd: WorkerCommand) -> zmq::Result<()> {
     let mut out = Vec::with_capacity(6);
     // Worker commands used here exist in every dialect.
