@@ -9,12 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_plantd-logger");
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn command(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env("HOME", dir)
-        .env_remove("PLANTD_LOGGER_CONFIG")
-        .env_remove("RUST_LOG");
-    cmd
+    plantd_worker_sdk::testing::service_command(BIN, dir, "PLANTD_LOGGER_CONFIG")
 }
 
 #[test]

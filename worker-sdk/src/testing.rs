@@ -1,6 +1,8 @@
 //! Helpers for tests that run real services on loopback.
 
 use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Ports handed out by [`free_port`]: below Linux's default ephemeral range (32768–60999), so the
@@ -34,6 +36,19 @@ pub fn free_port() -> u16 {
 /// `tcp://127.0.0.1:<free port>`.
 pub fn free_endpoint() -> String {
     format!("tcp://127.0.0.1:{}", free_port())
+}
+
+/// A command running the service binary `bin` in `dir`, isolated from the caller's setup: `HOME`
+/// is `dir` (so no `~/.config/plantd` file is found) and the service's `config_env` variable and
+/// `RUST_LOG` are removed.
+pub fn service_command(bin: &str, dir: &Path, config_env: &str) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env_remove(config_env)
+        .env_remove("RUST_LOG");
+    command
 }
 
 #[cfg(test)]

@@ -10,12 +10,7 @@ use crate::common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_plantd-broker");
 
 fn command(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env("HOME", dir)
-        .env_remove("PLANTD_BROKER_CONFIG")
-        .env_remove("RUST_LOG");
-    cmd
+    plantd_worker_sdk::testing::service_command(BIN, dir, "PLANTD_BROKER_CONFIG")
 }
 
 #[test]

@@ -7,12 +7,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_plantd-module-metric");
 
 fn command(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env("HOME", dir)
-        .env_remove("PLANTD_MODULE_METRIC_CONFIG")
-        .env_remove("RUST_LOG");
-    cmd
+    plantd_worker_sdk::testing::service_command(BIN, dir, "PLANTD_MODULE_METRIC_CONFIG")
 }
 
 #[test]
