@@ -233,7 +233,7 @@ impl Broker {
         svc.metrics().requests.inc();
         // Fast path: nothing waiting and a worker free.
         if !svc.has_requests() {
-            if let Some(worker) = svc.pop_idle() {
+            if let Some(worker) = self.take_idle(slot) {
                 if let Err(request) = self.try_dispatch(worker, request, now) {
                     self.requeue_or_fail(slot, request, now);
                     self.dispatch_pending(slot, now);
@@ -241,6 +241,9 @@ impl Broker {
                 return;
             }
         }
+        let Some(svc) = self.services.get_mut(slot) else {
+            return;
+        };
         let deadline = request.deadline;
         match svc.push(request) {
             Ok(()) => self.note_deadline(deadline),
@@ -332,7 +335,7 @@ impl Broker {
         }
         self.metrics.workers_registered.inc();
         debug!(service = %String::from_utf8_lossy(&service), dialect = peer.dialect.name(), credit, "worker registered");
-        self.worker_idle(slot, service_slot, credit, now);
+        self.worker_has_room(slot, service_slot, now);
     }
 
     fn on_final(&mut self, slot: usize, client: Frame, body: Vec<Frame>, now: Instant) {
@@ -353,7 +356,7 @@ impl Broker {
         self.metrics.replies.inc();
         let request = job.request;
         self.wire.reply(request.client, request.service, body);
-        self.worker_idle(slot, service_slot, 1, now);
+        self.worker_has_room(slot, service_slot, now);
     }
 
     fn on_partial(&mut self, slot: usize, client: Frame, body: Vec<Frame>, now: Instant) {
@@ -393,16 +396,37 @@ impl Broker {
         }
     }
 
-    /// Worker `slot` can take `freed` more requests: give it waiting ones or mark it idle.
-    fn worker_idle(&mut self, slot: usize, service_slot: usize, freed: u32, now: Instant) {
-        if let Some(svc) = self.services.get_mut(service_slot) {
-            // Invariant: a service never has both idle workers and waiting requests, so the
-            // worker just pushed is the one `dispatch_pending` takes if anything waits.
-            for _ in 0..freed {
-                svc.push_idle(slot);
-            }
-        }
+    /// Worker `slot` registered or finished a request: give it waiting requests, or list it idle.
+    fn worker_has_room(&mut self, slot: usize, service_slot: usize, now: Instant) {
+        // Invariant: a service never has both idle workers and waiting requests, so the worker
+        // just listed is the one `dispatch_pending` takes if anything waits.
+        self.list_idle(slot);
         self.dispatch_pending(service_slot, now);
+    }
+
+    /// Puts worker `slot` at the back of its service's idle list if it has room for a request and
+    /// is not listed yet. A worker is listed once however much credit it has left, so requests
+    /// go round the workers with room rather than filling one worker's credit first.
+    fn list_idle(&mut self, slot: usize) {
+        let Some(worker) = self.workers.get_mut(slot) else {
+            return;
+        };
+        if worker.listed_idle || !worker.has_credit() {
+            return;
+        }
+        if let Some(svc) = self.services.get_mut(worker.service) {
+            svc.push_idle(slot);
+            worker.listed_idle = true;
+        }
+    }
+
+    /// Takes the least recently used idle worker of a service off its idle list.
+    fn take_idle(&mut self, service_slot: usize) -> Option<usize> {
+        let slot = self.services.get_mut(service_slot)?.pop_idle()?;
+        if let Some(worker) = self.workers.get_mut(slot) {
+            worker.listed_idle = false;
+        }
+        Some(slot)
     }
 
     // ---- dispatch -----------------------------------------------------------------------------
@@ -413,14 +437,18 @@ impl Broker {
             let Some(svc) = self.services.get_mut(service_slot) else {
                 return;
             };
-            if !svc.has_requests() {
+            if !svc.has_requests() || svc.idle() == 0 {
                 return;
             }
-            let Some(worker) = svc.pop_idle() else {
+            let Some(worker) = self.take_idle(service_slot) else {
                 return;
             };
-            let Some(request) = svc.next_request() else {
-                svc.push_idle(worker);
+            let request = self
+                .services
+                .get_mut(service_slot)
+                .and_then(|svc| svc.next_request());
+            let Some(request) = request else {
+                self.list_idle(worker);
                 return;
             };
             if let Err(request) = self.try_dispatch(worker, request, now) {
@@ -456,6 +484,8 @@ impl Broker {
             Ok(()) => {
                 request.dispatches += 1;
                 worker.hold(request, tag, now);
+                // Room for more (a credit worker): back in line behind the other idle workers.
+                self.list_idle(slot);
                 Ok(())
             }
             Err(_) => {

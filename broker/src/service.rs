@@ -15,8 +15,7 @@ use crate::request::Request;
 /// A service the broker knows: workers registered for it or requests asked of it.
 pub struct ServiceQueue {
     name: Box<[u8]>,
-    /// Idle worker slots, least recently used first: one entry per request a worker can take
-    /// (one for a plain MDP worker, up to its credit for a credit worker).
+    /// Slots of workers with room for a request, least recently used first; each at most once.
     idle: VecDeque<usize>,
     retries: VecDeque<Request>,
     waiting: VecDeque<Request>,
@@ -63,8 +62,7 @@ impl ServiceQueue {
         self.workers
     }
 
-    /// Requests the service's workers could take right now (idle plain workers count one each,
-    /// credit workers their unused credit).
+    /// Workers with room for a request now (idle, or a credit worker with credit left).
     pub fn idle(&self) -> usize {
         self.idle.len()
     }
@@ -143,9 +141,11 @@ impl ServiceQueue {
         self.metrics.add_workers(1);
     }
 
-    /// Forgets worker `slot`, removing all its entries from the idle list.
+    /// Forgets worker `slot`, removing it from the idle list if it is there.
     pub fn remove_worker(&mut self, slot: usize, now: Instant) {
-        self.idle.retain(|s| *s != slot);
+        if let Some(i) = self.idle.iter().position(|s| *s == slot) {
+            self.idle.remove(i);
+        }
         self.workers = self.workers.saturating_sub(1);
         self.metrics.add_workers(-1);
         if self.workers == 0 {
@@ -153,8 +153,8 @@ impl ServiceQueue {
         }
     }
 
-    /// Marks worker `slot` able to take one more request; it is used after every worker that became
-    /// idle before it.
+    /// Marks worker `slot` idle (able to take a request); it is used after every worker that
+    /// became idle before it. The broker lists a worker once at most.
     pub fn push_idle(&mut self, slot: usize) {
         self.idle.push_back(slot);
     }

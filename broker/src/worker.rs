@@ -43,6 +43,8 @@ pub struct WorkerRecord {
     pub credit: u32,
     /// The requests it is working on, oldest first.
     pub jobs: VecDeque<InFlight>,
+    /// It is in its service's idle list (it has room and waits its turn there).
+    pub listed_idle: bool,
     next_tag: u32,
 }
 
@@ -67,6 +69,7 @@ impl WorkerRecord {
             requests: 0,
             credit: credit.max(1),
             jobs: VecDeque::new(),
+            listed_idle: false,
             next_tag: 0,
         }
     }

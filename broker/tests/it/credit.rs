@@ -164,3 +164,40 @@ fn a_ready_with_a_bad_credit_frame_is_refused() {
     assert_eq!(worker_count(&ctx, &broker.endpoint, "bad-credit"), 0);
     assert!(broker.metric("plantd_broker_malformed_messages_total") >= 1.0);
 }
+
+#[test]
+fn requests_go_round_the_workers_rather_than_filling_one_workers_credit() {
+    let broker = TestBroker::start(|_| {});
+    let ctx = zmq::Context::new();
+    let roomy = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    roomy.ready_with_credit("round", 4);
+    wait_for_workers(&ctx, &broker.endpoint, "round", 1);
+    let plain = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    plain.ready("round");
+    wait_for_workers(&ctx, &broker.endpoint, "round", 2);
+
+    let client = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    for body in ["r0", "r1", "r2"] {
+        client.request("round", &[body.as_bytes()]);
+    }
+    // r0 to the credit worker (then back in line), r1 to the plain one, r2 to the credit worker.
+    let at_roomy = requests(&roomy, 2);
+    assert_eq!(at_roomy[0].1, one("r0"));
+    assert_eq!(at_roomy[1].1, one("r2"));
+    let (to_plain, body) = plain.next_request();
+    assert_eq!(body, one("r1"));
+
+    let services = mmi(&ctx, &broker.endpoint, "mmi.services", &[]);
+    let listed: serde_json::Value = serde_json::from_str(&services[1]).unwrap();
+    assert_eq!(
+        listed[0]["idle"], 1,
+        "only the credit worker has room: {listed}"
+    );
+
+    roomy.final_reply(&at_roomy[0].0, one("a0"));
+    plain.final_reply(&to_plain, one("b1"));
+    roomy.final_reply(&at_roomy[1].0, one("a2"));
+    let mut replies: Vec<_> = (0..3).map(|_| client.final_body("round")).collect();
+    replies.sort();
+    assert_eq!(replies, [one("a0"), one("a2"), one("b1")]);
+}

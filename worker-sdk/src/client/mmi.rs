@@ -27,8 +27,7 @@ pub struct ServiceInfo {
     pub name: String,
     /// Registered workers.
     pub workers: u64,
-    /// Requests its workers could take right now: one per idle plain worker, plus the unused
-    /// credit of credit workers.
+    /// Workers that could take a request right now (idle, or with credit left).
     pub idle: u64,
     /// Requests waiting for a worker.
     pub queued: u64,
