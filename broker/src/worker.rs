@@ -118,9 +118,14 @@ impl WorkerRecord {
                 .position(|j| j.request.client.id[..] == *address);
         }
         let (client, tag) = credit::split_address(address)?;
-        self.jobs
-            .iter()
-            .position(|j| j.tag == tag && j.request.client.id[..] == *client)
+        // Tags are handed out in order and `jobs` keeps that order, so it is sorted by distance
+        // from the oldest tag (which also holds across the wrap of the u32 counter).
+        let oldest = self.jobs.front()?.tag;
+        let i = self
+            .jobs
+            .binary_search_by_key(&tag.wrapping_sub(oldest), |j| j.tag.wrapping_sub(oldest))
+            .ok()?;
+        (self.jobs[i].request.client.id[..] == *client).then_some(i)
     }
 
     /// True while it can take another request.
@@ -177,6 +182,25 @@ mod tests {
         assert!(w.finish(b"client-b").is_none());
         assert!(w.finish(b"client-a").is_some());
         assert!(w.has_credit());
+    }
+
+    #[test]
+    fn tags_keep_matching_across_the_wrap_of_the_counter() {
+        let mut w = worker(8);
+        w.next_tag = u32::MAX - 2;
+        let mut addresses = Vec::new();
+        for i in 0..6 {
+            let mut r = request("c");
+            r.body = vec![Frame::from(format!("{i}").as_str())];
+            let (address, tag) = w.address_for(&r);
+            addresses.push(address);
+            w.hold(r, tag, Instant::now());
+        }
+        for i in [4, 0, 5, 2, 1, 3] {
+            let job = w.finish(&addresses[i]).expect("held");
+            assert_eq!(&job.request.body[0][..], format!("{i}").as_bytes());
+        }
+        assert!(w.jobs.is_empty());
     }
 
     #[test]
