@@ -68,6 +68,8 @@ pub struct Broker {
     info: BrokerInfo,
     status: Arc<LoopStatus>,
     scratch: Vec<usize>,
+    /// The message being received; reused so receiving allocates nothing per message.
+    inbox: Vec<Frame>,
     next_heartbeat: Instant,
     next_expiry: Option<Instant>,
 }
@@ -102,6 +104,7 @@ impl Broker {
             info,
             status,
             scratch: Vec::new(),
+            inbox: Vec::with_capacity(16),
             next_expiry: None,
         }
     }
@@ -144,28 +147,30 @@ impl Broker {
     }
 
     fn drain_socket(&mut self) {
+        let mut inbox = std::mem::take(&mut self.inbox);
         for _ in 0..RECV_BATCH {
-            match protocol::recv_frames(self.wire.socket(), zmq::DONTWAIT) {
-                Ok(frames) => self.handle(frames),
-                Err(zmq::Error::EAGAIN) => return,
+            match protocol::recv_frames_into(self.wire.socket(), zmq::DONTWAIT, &mut inbox) {
+                Ok(()) => self.handle(&mut inbox),
+                Err(zmq::Error::EAGAIN) => break,
                 Err(zmq::Error::EINTR) => continue,
                 Err(e) => {
                     debug!(error = %e, "receive failed");
-                    return;
+                    break;
                 }
             }
         }
+        self.inbox = inbox;
     }
 
-    /// Handles one message as the ROUTER received it: `[routing_id, ...]`.
-    fn handle(&mut self, mut frames: Vec<Frame>) {
+    /// Handles one message as the ROUTER received it, `[routing_id, ...]`, emptying `inbox`.
+    fn handle(&mut self, inbox: &mut Vec<Frame>) {
         self.metrics.messages_received.inc();
-        if frames.is_empty() {
+        let mut frames = inbox.drain(..);
+        let Some(id) = frames.next() else {
             self.metrics.malformed.inc();
             return;
-        }
-        let id = frames.remove(0);
-        let envelope = frames.first().is_some_and(|f| f.is_empty());
+        };
+        let envelope = frames.as_slice().first().is_some_and(|f| f.is_empty());
         let now = Instant::now();
         match protocol::decode(Direction::ToBroker, frames) {
             Ok((dialect, Message::Client(command))) => {

@@ -183,10 +183,11 @@ const W02_DISCONNECT: u8 = 0x06;
 
 /// Decodes a message as a DEALER peer (or the broker, after removing the routing id) received it.
 ///
-/// A leading empty frame is accepted in every dialect, so REQ-socket peers work too.
+/// A leading empty frame is accepted in every dialect, so REQ-socket peers work too. `frames` is
+/// anything yielding the frames in order: a `Vec`, or a `drain` of a buffer that is reused.
 pub fn decode(
     direction: Direction,
-    frames: Vec<Frame>,
+    frames: impl IntoIterator<Item = Frame>,
 ) -> Result<(Dialect, Message), ProtocolError> {
     let mut frames = frames.into_iter();
     let mut header = frames.next().ok_or(ProtocolError::Empty)?;
@@ -498,13 +499,25 @@ fn encode_worker(
 /// Receives one whole multipart message as frames, without copying them.
 pub fn recv_frames(socket: &zmq::Socket, flags: i32) -> zmq::Result<Vec<Frame>> {
     let mut frames = Vec::with_capacity(8);
+    recv_frames_into(socket, flags, &mut frames)?;
+    Ok(frames)
+}
+
+/// Like [`recv_frames`], into `frames` (cleared first), so a busy receiver reuses one buffer
+/// instead of allocating per message.
+pub fn recv_frames_into(
+    socket: &zmq::Socket,
+    flags: i32,
+    frames: &mut Vec<Frame>,
+) -> zmq::Result<()> {
+    frames.clear();
     loop {
         let mut frame = Frame::new();
         socket.recv(&mut frame, flags)?;
         let more = frame.get_more();
         frames.push(frame);
         if !more {
-            return Ok(frames);
+            return Ok(());
         }
     }
 }
