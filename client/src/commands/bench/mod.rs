@@ -342,15 +342,22 @@ fn measure(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, label: &s
 
 fn shape(args: &LoadArgs) -> String {
     let w = echo_workers(args);
+    let workers = if args.workers == 0 {
+        format!("the workers already registered for {}", args.service)
+    } else {
+        format!(
+            "{} {}workers × {} sessions × credit {}",
+            args.workers,
+            if args.sdk_workers { "SDK " } else { "" },
+            w.sessions,
+            w.credit
+        )
+    };
     format!(
-        "{} clients × window {}, {} B bodies, {} {}workers × {} sessions × credit {}, MDP/{}",
+        "{} clients × window {}, {} B bodies, {workers}, MDP/{}",
         args.clients,
         args.window,
         args.size,
-        args.workers,
-        if args.sdk_workers { "SDK " } else { "" },
-        w.sessions,
-        w.credit,
         args.protocol.name()
     )
 }
