@@ -22,8 +22,11 @@ pub struct StateConfig {
     pub db: PathBuf,
     /// Broker MDP endpoint (`PLANTD_STATE_BROKER_ENDPOINT`).
     pub broker_endpoint: String,
-    /// Worker sessions per broker, i.e. requests served in parallel.
+    /// Worker sessions per broker.
     pub concurrency: usize,
+    /// Requests each session may hold at once (plantd's credit extension; 1 is plain MDP). Above
+    /// 1, held requests run in parallel, so more writes share each group commit.
+    pub credit: u32,
     /// Heartbeat interval towards the broker, in milliseconds.
     pub heartbeat_ms: u64,
     /// Missed heartbeats before the broker connection counts as lost.
@@ -54,6 +57,7 @@ impl Default for StateConfig {
             db: PathBuf::from("./plantd-state.db"),
             broker_endpoint: "tcp://127.0.0.1:9797".into(),
             concurrency: 4,
+            credit: 1,
             heartbeat_ms: 2500,
             liveness: 3,
             health_host: "0.0.0.0".into(),

@@ -37,6 +37,10 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrency: Option<usize>,
+    /// Requests each session may hold at once (credit extension) [env: PLANTD_STATE_CREDIT].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credit: Option<u32>,
     /// State bus frontend for change notifications; "" disables [env: PLANTD_STATE_BUS_ENDPOINT].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -97,7 +97,7 @@ pub async fn run_with(
     };
     let options = StoreOptions {
         durability: config.durability,
-        max_idle_readers: config.concurrency.max(1) * 2,
+        max_idle_readers: (config.concurrency * config.credit as usize).clamp(1, 64) * 2,
         metrics: Some(metrics.clone()),
         publisher,
         ..StoreOptions::default()
@@ -114,16 +114,30 @@ pub async fn run_with(
             .with_authorizer(hooks.authorizer)
             .with_backup_dir(backup_dir),
     );
-    let worker = Worker::builder(SERVICE_NAME)
+    let builder = Worker::builder(SERVICE_NAME)
         .endpoint(config.broker_endpoint.clone())
         .heartbeat(Duration::from_millis(config.heartbeat_ms.max(1)))
         .liveness(config.liveness)
         .concurrency(config.concurrency)
-        .connection_check(broker_check)
-        .handler(move |request: Frames| -> Result<Frames, HandlerError> {
+        .credit(config.credit)
+        .connection_check(broker_check);
+    let worker = if config.credit > 1 {
+        // Requests a session holds run side by side on the blocking pool (they wait on SQLite
+        // and on group commits), so a session's credit is real parallelism, not a queue.
+        builder.async_handler(move |request: Frames| {
+            let dispatcher = dispatcher.clone();
+            async move {
+                tokio::task::spawn_blocking(move || vec![dispatcher.handle(&request)])
+                    .await
+                    .map_err(|e| HandlerError::new(format!("state request failed: {e}")))
+            }
+        })
+    } else {
+        builder.handler(move |request: Frames| -> Result<Frames, HandlerError> {
             Ok(vec![dispatcher.handle(&request)])
         })
-        .build();
+    }
+    .build();
     let worker = match worker {
         Ok(worker) => worker,
         Err(e) => {

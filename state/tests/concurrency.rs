@@ -1,5 +1,7 @@
 //! Issue test 3: 64 concurrent clients doing mixed sets and gets. Every reply is checked, and the
-//! final contents are exactly what the clients wrote.
+//! final contents are exactly what the clients wrote. The same load runs against the default
+//! sessions and against one session holding many requests (credit), whose requests run in
+//! parallel.
 
 mod common;
 
@@ -12,7 +14,22 @@ const KEYS: usize = 5;
 
 #[test]
 fn sixty_four_clients_mixed_sets_and_gets() {
-    let h = Harness::start();
+    mixed_sets_and_gets(&Harness::start());
+}
+
+#[test]
+fn one_session_with_credit_serves_sixty_four_clients() {
+    let mut h = Harness::broker_only();
+    h.state_config.concurrency = 1;
+    h.state_config.credit = 16;
+    h.start_state();
+    let workers = h.client().workers("org.plantd.State").unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].credit, 16);
+    mixed_sets_and_gets(&h);
+}
+
+fn mixed_sets_and_gets(h: &Harness) {
     std::thread::scope(|s| {
         for c in 0..CLIENTS {
             let client = h.client();

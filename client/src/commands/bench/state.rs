@@ -37,6 +37,9 @@ pub struct StateBenchArgs {
     /// Worker sessions of the echo worker and of the state service.
     #[arg(long, default_value_t = 4)]
     pub sessions: usize,
+    /// Requests each of those sessions may hold at once (credit extension; 1 is plain MDP).
+    #[arg(long, default_value_t = 1)]
+    pub credit: u32,
 }
 
 /// What one phase measured.
@@ -138,6 +141,7 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
     let echo = Worker::builder(ECHO)
         .endpoint(endpoint.clone())
         .concurrency(args.sessions)
+        .credit(args.credit)
         .handler(|request: Frames| -> Result<Frames, HandlerError> { Ok(request) })
         .build()?;
     let stop = broker.shutdown.clone();
@@ -146,6 +150,7 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
         db: dir.path().join("bench-state.db"),
         broker_endpoint: endpoint.clone(),
         concurrency: args.sessions,
+        credit: args.credit,
         health_host: "127.0.0.1".into(),
         health_port: free_port(),
         bus_endpoint: String::new(),
@@ -198,15 +203,15 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
             "{}",
             json!({
                 "mode": "state", "clients": args.clients, "seconds": args.seconds,
-                "sessions": args.sessions, "phases": list,
+                "sessions": args.sessions, "credit": args.credit, "phases": list,
                 "echo_requests_per_sec": echo,
                 "set_ratio": set, "get_ratio": get,
             })
         );
     } else {
         println!(
-            "state: {} clients, {} s per phase, {} sessions per service",
-            args.clients, args.seconds, args.sessions
+            "state: {} clients, {} s per phase, {} sessions × credit {} per service",
+            args.clients, args.seconds, args.sessions, args.credit
         );
         for p in &phases {
             println!("  {:<10} {:>9.0} req/s", p.name, p.rate);
