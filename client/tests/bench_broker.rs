@@ -45,10 +45,21 @@ fn broker_and_ceiling_runs_verify_every_reply() {
         assert_eq!(run["mode"], "broker", "{run}");
         assert_clean(&run["report"], 2000);
     }
-    let shape = bench(&["broker", "--requests", "400", "--credit", "1"])["shape"].clone();
+    let plain = bench(&["broker", "--requests", "400", "--credit", "1"]);
     assert!(
-        shape.as_str().unwrap().contains("× credit 1"),
-        "plain MDP when asked: {shape}"
+        plain["shape"].as_str().unwrap().contains("× credit 1"),
+        "plain MDP when asked: {plain}"
+    );
+    assert_eq!(plain["load"]["workers"]["credit"], 1);
+    assert_eq!(
+        plain["load"]["workers"]["sessions"], 64,
+        "sessions cover the window"
+    );
+    let default = bench(&["broker", "--requests", "400"]);
+    assert_eq!(default["load"]["workers"]["sessions"], 1);
+    assert_eq!(
+        default["load"]["workers"]["credit"], 500,
+        "credit covers 4 × 250 in flight over 2 threads"
     );
     for extra in [&[][..], &["--mdp-frames"][..]] {
         let mut args = vec!["ceiling", "--requests", "2000"];

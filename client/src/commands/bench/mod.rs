@@ -362,11 +362,24 @@ fn shape(args: &LoadArgs) -> String {
     )
 }
 
+/// The run's shape for `--output json`: the same facts as [`shape`], as fields.
+fn load_json(args: &LoadArgs) -> serde_json::Value {
+    let w = echo_workers(args);
+    json!({
+        "clients": args.clients, "window": args.window, "size": args.size,
+        "protocol": args.protocol.name(),
+        "workers": {
+            "threads": args.workers, "sessions": w.sessions, "credit": w.credit,
+            "sdk": args.sdk_workers, "existing": args.workers == 0,
+        },
+    })
+}
+
 fn print_report(label: &str, args: &LoadArgs, r: &LoadReport, json: bool) {
     if json {
         println!(
             "{}",
-            json!({ "mode": label, "shape": shape(args), "report": r })
+            json!({ "mode": label, "shape": shape(args), "load": load_json(args), "report": r })
         );
         return;
     }
@@ -425,7 +438,7 @@ fn compare(args: &LoadArgs, json: bool) -> Result<()> {
         println!(
             "{}",
             json!({
-                "mode": "compare", "shape": shape(args),
+                "mode": "compare", "shape": shape(args), "load": load_json(args),
                 "ceiling": ceiling, "mdp_framed_ceiling": framed, "broker": broker,
                 "median_req_per_sec": {"ceiling": ct, "mdp_framed_ceiling": ft, "broker": bt},
                 "median_p50_us": {"ceiling": cl, "mdp_framed_ceiling": fl, "broker": bl},
