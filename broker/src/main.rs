@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use plantd_worker_sdk::service::{self, CommonArgs};
-use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// The plantd MDP broker (MDP/0.2, MDP/0.1 and the Go plantd dialect on one socket).
@@ -13,18 +12,6 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint: Option<String>,
-    /// Port of /healthz and /metrics [default: 8081; env PLANTD_BROKER_HEALTH_PORT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    health_port: Option<u16>,
-    /// Log filter, e.g. `info` or `plantd_broker=debug` [env PLANTD_BROKER_LOG_LEVEL].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_level: Option<String>,
-    /// Log format: text or json [env PLANTD_BROKER_LOG_FORMAT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_format: Option<LogFormat>,
     #[command(flatten)]
     #[serde(skip)]
     common: CommonArgs,

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Parser;
 use plantd_worker_sdk::service::{self, CommonArgs};
-use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// plantd logger: stores bus metrics and events in SQLite and answers queries about them.
@@ -41,18 +40,6 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     retention_max_rows: Option<u64>,
-    /// Port of /healthz and /metrics [env: PLANTD_LOGGER_HEALTH_PORT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    health_port: Option<u16>,
-    /// Log level, an EnvFilter directive [env: PLANTD_LOGGER_LOG_LEVEL].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_level: Option<String>,
-    /// Log format: text or json [env: PLANTD_LOGGER_LOG_FORMAT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_format: Option<LogFormat>,
 }
 
 fn main() -> Result<()> {

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Parser;
 use plantd_worker_sdk::service::{self, CommonArgs};
-use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// plantd state service: scoped key/value store on SQLite.
@@ -29,10 +28,6 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     broker_endpoint: Option<String>,
-    /// Port of /healthz and /metrics [env: PLANTD_STATE_HEALTH_PORT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    health_port: Option<u16>,
     /// Worker sessions (parallel requests) [env: PLANTD_STATE_CONCURRENCY].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,14 +40,6 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     bus_endpoint: Option<String>,
-    /// Log level, an EnvFilter directive [env: PLANTD_STATE_LOG_LEVEL].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_level: Option<String>,
-    /// Log format: text or json [env: PLANTD_STATE_LOG_FORMAT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_format: Option<LogFormat>,
 }
 
 fn main() -> Result<()> {

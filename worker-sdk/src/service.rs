@@ -16,7 +16,8 @@ use crate::config::{self, ConfigError};
 use crate::telemetry::{self, LogFormat};
 use crate::{signal, Shutdown};
 
-/// Flags every service binary takes besides its own overrides.
+/// Flags every service binary takes besides its own overrides: where the configuration comes
+/// from, and the settings every service has (they override the environment and the file).
 #[derive(clap::Args, Debug, Default)]
 pub struct CommonArgs {
     /// Config file (default: PLANTD_<SERVICE>_CONFIG, then <service>.yaml in ., ~/.config/plantd,
@@ -26,6 +27,28 @@ pub struct CommonArgs {
     /// Print the effective configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Port of /healthz and /metrics [env: PLANTD_<SERVICE>_HEALTH_PORT].
+    #[arg(long)]
+    pub health_port: Option<u16>,
+    /// Log filter, e.g. `info` or `plantd_state=debug` [env: PLANTD_<SERVICE>_LOG_LEVEL].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log format: text or json [env: PLANTD_<SERVICE>_LOG_FORMAT].
+    #[arg(long)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The common flags that were given, followed by the service's own overrides, as one layer.
+#[derive(Serialize)]
+struct Overrides<'a, O> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_level: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<LogFormat>,
+    #[serde(flatten)]
+    service: O,
 }
 
 /// What [`main`] needs from a service's configuration besides loading it.
@@ -71,6 +94,12 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Error + Send + Sync + 'static,
 {
+    let overrides = Overrides {
+        health_port: common.health_port,
+        log_level: common.log_level.as_deref(),
+        log_format: common.log_format,
+        service: overrides,
+    };
     let config: C = config::load(service, common.config.as_deref(), overrides)?;
     if common.print_config {
         config::print(&config);

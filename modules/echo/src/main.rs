@@ -3,7 +3,6 @@
 use anyhow::Result;
 use clap::Parser;
 use plantd_worker_sdk::service::{self, CommonArgs};
-use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// plantd echo module: replies to every request with its own frames.
@@ -23,10 +22,6 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     broker_endpoint: Option<String>,
-    /// Port of /healthz and /metrics [env: PLANTD_ECHO_HEALTH_PORT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    health_port: Option<u16>,
     /// Worker sessions (parallel requests) [env: PLANTD_ECHO_CONCURRENCY].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,14 +30,6 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     credit: Option<u32>,
-    /// Log level, an EnvFilter directive [env: PLANTD_ECHO_LOG_LEVEL].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_level: Option<String>,
-    /// Log format: text or json [env: PLANTD_ECHO_LOG_FORMAT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_format: Option<LogFormat>,
 }
 
 fn main() -> Result<()> {

@@ -5,7 +5,6 @@ use anyhow::Result;
 use clap::Parser;
 use plantd_module_metric::Mode;
 use plantd_worker_sdk::service::{self, CommonArgs};
-use plantd_worker_sdk::telemetry::LogFormat;
 use serde::Serialize;
 
 /// plantd metric module: host readings onto the metric bus, or metric bus onto stdout.
@@ -45,18 +44,6 @@ struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     topic_prefix: Option<String>,
-    /// Port of /healthz and /metrics [env: PLANTD_MODULE_METRIC_HEALTH_PORT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    health_port: Option<u16>,
-    /// Log level, an EnvFilter directive [env: PLANTD_MODULE_METRIC_LOG_LEVEL].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_level: Option<String>,
-    /// Log format: text or json [env: PLANTD_MODULE_METRIC_LOG_FORMAT].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    log_format: Option<LogFormat>,
 }
 
 fn main() -> Result<()> {
