@@ -91,6 +91,45 @@ pub fn connectable_endpoint(bound: &str, broker_endpoint: &str) -> String {
     format!("tcp://{broker_host}:{port}")
 }
 
+/// A bus socket of `kind` (PUB or SUB) connected to `endpoint`, with its queue limit (send side for
+/// PUB, receive side for SUB) and linger set, and, if `monitored`, a connection monitor attached
+/// before connecting (so it sees the first connection too) plus the guard its owner keeps.
+fn connect_socket(
+    kind: zmq::SocketType,
+    endpoint: &str,
+    high_water_mark: i32,
+    linger_ms: i32,
+    monitored: bool,
+) -> Result<
+    (
+        zmq::Socket,
+        Option<(ConnectionMonitor, monitor::MonitorGuard)>,
+    ),
+    BusError,
+> {
+    let socket = context()
+        .socket(kind)
+        .map_err(zmq_error("socket", endpoint))?;
+    if kind == zmq::PUB {
+        socket.set_sndhwm(high_water_mark)
+    } else {
+        socket.set_rcvhwm(high_water_mark)
+    }
+    .map_err(zmq_error("set_hwm", endpoint))?;
+    socket
+        .set_linger(linger_ms)
+        .map_err(zmq_error("set_linger", endpoint))?;
+    let monitor = if monitored {
+        Some(ConnectionMonitor::attach(&socket, endpoint)?)
+    } else {
+        None
+    };
+    socket
+        .connect(endpoint)
+        .map_err(zmq_error("connect", endpoint))?;
+    Ok((socket, monitor))
+}
+
 fn zmq_error<'a>(op: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) -> BusError + 'a {
     move |source| BusError::Zmq {
         op,

@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use super::monitor::MonitorGuard;
-use super::{context, zmq_error, BusError, ConnectionMonitor, Metric, DEFAULT_HIGH_WATER_MARK};
+use super::{
+    connect_socket, zmq_error, BusError, ConnectionMonitor, Metric, DEFAULT_HIGH_WATER_MARK,
+};
 use crate::protocol::bus::encode_msgpack;
 
 /// Publishes `[topic, payload...]` messages on one bus.
@@ -45,25 +47,10 @@ impl Publisher {
         high_water_mark: i32,
         monitored: bool,
     ) -> Result<(Self, Option<ConnectionMonitor>), BusError> {
-        let socket = context()
-            .socket(zmq::PUB)
-            .map_err(zmq_error("socket", endpoint))?;
-        socket
-            .set_sndhwm(high_water_mark)
-            .map_err(zmq_error("set_sndhwm", endpoint))?;
         // Give queued messages a moment to leave on drop, but never hang a process on exit.
-        socket
-            .set_linger(1000)
-            .map_err(zmq_error("set_linger", endpoint))?;
-        let (monitor, guard) = if monitored {
-            let (monitor, guard) = ConnectionMonitor::attach(&socket, endpoint)?;
-            (Some(monitor), Some(guard))
-        } else {
-            (None, None)
-        };
-        socket
-            .connect(endpoint)
-            .map_err(zmq_error("connect", endpoint))?;
+        let (socket, monitor) =
+            connect_socket(zmq::PUB, endpoint, high_water_mark, 1000, monitored)?;
+        let (monitor, guard) = monitor.unzip();
         let publisher = Publisher {
             socket,
             endpoint: endpoint.to_owned(),

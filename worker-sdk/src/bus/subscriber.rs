@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use super::monitor::MonitorGuard;
-use super::{context, zmq_error, BusError, BusMessage, ConnectionMonitor, DEFAULT_HIGH_WATER_MARK};
+use super::{
+    connect_socket, zmq_error, BusError, BusMessage, ConnectionMonitor, DEFAULT_HIGH_WATER_MARK,
+};
 use crate::protocol::bus::decode;
 use crate::protocol::recv_frames;
 
@@ -54,24 +56,8 @@ impl Subscriber {
         high_water_mark: i32,
         monitored: bool,
     ) -> Result<(Self, Option<ConnectionMonitor>), BusError> {
-        let socket = context()
-            .socket(zmq::SUB)
-            .map_err(zmq_error("socket", endpoint))?;
-        socket
-            .set_rcvhwm(high_water_mark)
-            .map_err(zmq_error("set_rcvhwm", endpoint))?;
-        socket
-            .set_linger(0)
-            .map_err(zmq_error("set_linger", endpoint))?;
-        let (monitor, guard) = if monitored {
-            let (monitor, guard) = ConnectionMonitor::attach(&socket, endpoint)?;
-            (Some(monitor), Some(guard))
-        } else {
-            (None, None)
-        };
-        socket
-            .connect(endpoint)
-            .map_err(zmq_error("connect", endpoint))?;
+        let (socket, monitor) = connect_socket(zmq::SUB, endpoint, high_water_mark, 0, monitored)?;
+        let (monitor, guard) = monitor.unzip();
         let subscriber = Subscriber {
             socket,
             endpoint: endpoint.to_owned(),
