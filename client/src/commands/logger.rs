@@ -150,23 +150,6 @@ pub fn events_request(command: &EventsCommand) -> (&'static str, Value) {
     ("events-query", Value::Object(body))
 }
 
-/// Turns the logger's reply frame into the `data` it carries, or a one-line error.
-pub fn interpret_reply(reply: &[Vec<u8>]) -> Result<Value, CliError> {
-    let unexpected = |what: &str| CliError::Input(format!("{LOGGER_SERVICE} sent {what}"));
-    let frame = reply.first().ok_or_else(|| unexpected("an empty reply"))?;
-    let envelope: Value =
-        serde_json::from_slice(frame).map_err(|_| unexpected("a reply that is not JSON"))?;
-    match envelope.get("success").and_then(Value::as_bool) {
-        Some(true) => Ok(envelope.get("data").cloned().unwrap_or(Value::Null)),
-        Some(false) => {
-            let code = envelope["error"]["code"].as_str().unwrap_or("ERROR");
-            let message = envelope["error"]["message"].as_str().unwrap_or("");
-            Err(CliError::Input(format!("{code}: {message}")))
-        }
-        None => Err(unexpected(&format!("an unexpected reply: {envelope}"))),
-    }
-}
-
 /// Sends one request to the logger and returns the reply's data.
 fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Value, CliError> {
     let client = ctx.client()?;
@@ -176,7 +159,7 @@ fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Value, CliError>
             vec![operation.as_bytes().to_vec(), body.to_string().into_bytes()],
         )
         .map_err(|e| ctx.request_error(&client, LOGGER_SERVICE, e))?;
-    interpret_reply(&reply)
+    super::reply::data(LOGGER_SERVICE, &reply)
 }
 
 /// A JSON scalar as a table cell (`-` for null or missing).
@@ -341,19 +324,5 @@ mod tests {
             }),
             ("events-query", json!({}))
         );
-    }
-
-    #[test]
-    fn error_replies_become_one_line_errors() {
-        let ok = br#"{"success":true,"data":{"count":0}}"#.to_vec();
-        assert_eq!(interpret_reply(&[ok]).unwrap(), json!({"count": 0}));
-        let err = br#"{"success":false,"error":{"code":"INVALID_REQUEST","message":"since must be ..."}}"#
-            .to_vec();
-        assert_eq!(
-            interpret_reply(&[err]).unwrap_err().to_string(),
-            "INVALID_REQUEST: since must be ..."
-        );
-        assert!(interpret_reply(&[]).is_err());
-        assert!(interpret_reply(&[b"nope".to_vec()]).is_err());
     }
 }

@@ -6,5 +6,6 @@ pub mod bus;
 pub mod echo;
 pub mod logger;
 pub mod mmi;
+mod reply;
 pub mod request;
 pub mod state;

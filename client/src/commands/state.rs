@@ -99,23 +99,6 @@ pub fn request_for(args: &StateArgs) -> (&'static str, Value) {
     (op, body)
 }
 
-/// Turns a reply frame into the `data` it carries, or a one-line error.
-pub fn interpret_reply(reply: &[Vec<u8>]) -> Result<Value, CliError> {
-    let unexpected = |what: &str| CliError::Input(format!("{STATE_SERVICE} sent {what}"));
-    let frame = reply.first().ok_or_else(|| unexpected("an empty reply"))?;
-    let envelope: Value =
-        serde_json::from_slice(frame).map_err(|_| unexpected("a reply that is not JSON"))?;
-    match envelope.get("success").and_then(Value::as_bool) {
-        Some(true) => Ok(envelope.get("data").cloned().unwrap_or(Value::Null)),
-        Some(false) => {
-            let code = envelope["error"]["code"].as_str().unwrap_or("ERROR");
-            let message = envelope["error"]["message"].as_str().unwrap_or("");
-            Err(CliError::Input(format!("{code}: {message}")))
-        }
-        None => Err(unexpected(&format!("an unexpected reply: {envelope}"))),
-    }
-}
-
 /// Runs `plant state ...` and prints the reply's data.
 pub fn run(ctx: &Context, args: StateArgs) -> Result<(), CliError> {
     let (op, body) = request_for(&args);
@@ -126,7 +109,7 @@ pub fn run(ctx: &Context, args: StateArgs) -> Result<(), CliError> {
             vec![op.as_bytes().to_vec(), body.to_string().into_bytes()],
         )
         .map_err(|e| ctx.request_error(&client, STATE_SERVICE, e))?;
-    output::print_json(&interpret_reply(&reply)?)
+    output::print_json(&super::reply::data(STATE_SERVICE, &reply)?)
 }
 
 #[cfg(test)]
@@ -168,18 +151,6 @@ mod tests {
         assert_eq!(
             request_for(&args(StateCommand::ListScopes)),
             ("list-scopes", json!({}))
-        );
-    }
-
-    #[test]
-    fn error_replies_become_one_line_errors() {
-        let ok = br#"{"success":true,"data":{"x":1}}"#.to_vec();
-        assert_eq!(interpret_reply(&[ok]).unwrap(), json!({"x": 1}));
-        let err =
-            br#"{"success":false,"error":{"code":"KEY_NOT_FOUND","message":"no k"}}"#.to_vec();
-        assert_eq!(
-            interpret_reply(&[err]).unwrap_err().to_string(),
-            "KEY_NOT_FOUND: no k"
         );
     }
 }
