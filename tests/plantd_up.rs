@@ -151,14 +151,7 @@ fn healthz(port: u16) -> Option<(u16, Value)> {
     Some((status, response.json().ok()?))
 }
 
-/// Polls `condition` until it holds or the deadline passes.
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < end, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use plantd_worker_sdk::testing::wait_until;
 
 #[test]
 fn plantd_up_serves_echo_and_state_and_stops_cleanly_on_sigint() {

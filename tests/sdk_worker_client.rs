@@ -119,13 +119,7 @@ fn client(endpoint: &str) -> Client {
         .with_timeout(Duration::from_secs(10))
 }
 
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
+use plantd_worker_sdk::testing::wait_until;
 
 fn wait_for_workers(client: &Client, service: &str, count: usize) {
     wait_until(&format!("{service} has {count} workers"), || {

@@ -87,16 +87,7 @@ impl Drop for TestBroker {
     }
 }
 
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if condition() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting until {what}");
-}
+use plantd_worker_sdk::testing::wait_until;
 
 /// One bus on free loopback ports.
 fn bus_on_free_ports(name: &str) -> BusConfig {

@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// Ports handed out by [`free_port`]: below Linux's default ephemeral range (32768–60999), so the
 /// kernel never picks one as the source port of an outgoing connection between our check and the
@@ -31,6 +32,19 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port in {PORTS:?}")
+}
+
+/// How long [`wait_until`] waits: generous, since tests must pass on a loaded 2-core machine, but
+/// only ever spent when a test fails.
+pub const WAIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `condition` every 10 ms until it holds; panics naming `what` after [`WAIT_DEADLINE`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let end = Instant::now() + WAIT_DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// `tcp://127.0.0.1:<free port>`.

@@ -18,17 +18,7 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 
 pub const ALL_DIALECTS: [Dialect; 3] = [Dialect::V01, Dialect::V02, Dialect::Go];
 
-/// Polls `condition` until it holds or `DEADLINE` passes.
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if condition() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting until {what}");
-}
+pub use plantd_worker_sdk::testing::wait_until;
 
 /// A broker running on its own thread and tokio runtime.
 pub struct TestBroker {

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plantd_broker::bus::{BusConfig, BusSettings};
 use plantd_broker::BrokerConfig;
@@ -17,17 +17,7 @@ use serde_json::{json, Value};
 /// Generous for a loaded 2-core machine; never waited for on success.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Polls `condition` until it holds or [`DEADLINE`] passes.
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if condition() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting until {what}");
-}
+pub use plantd_worker_sdk::testing::wait_until;
 
 /// Broker + buses + logger (+ metric module) running until dropped.
 pub struct System {

@@ -1,7 +1,7 @@
 //! The echo module against the real broker: replies are the request's frames, and `/healthz`
 //! reports the broker session.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plantd_broker::BrokerConfig;
 use plantd_module_echo::{EchoConfig, SERVICE};
@@ -11,13 +11,7 @@ use plantd_worker_sdk::Shutdown;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use plantd_worker_sdk::testing::wait_until;
 
 fn healthz(port: u16) -> (u16, serde_json::Value) {
     let response = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).unwrap();

@@ -15,16 +15,7 @@ use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if condition() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting until {what}");
-}
+use plantd_worker_sdk::testing::wait_until;
 
 fn healthz(port: u16) -> Option<(u16, Value)> {
     let response = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).ok()?;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plantd_broker::BrokerConfig;
 use plantd_state::{StateConfig, StateError};
@@ -192,11 +192,4 @@ pub fn code(reply: &Value) -> String {
     reply["error"]["code"].as_str().unwrap().to_owned()
 }
 
-/// Polls `condition` every 20 ms until it holds, failing after [`DEADLINE`].
-pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use plantd_worker_sdk::testing::wait_until as wait_for;

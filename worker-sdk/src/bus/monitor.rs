@@ -118,20 +118,8 @@ impl ConnectionMonitor {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use crate::bus::{Publisher, Subscriber};
-    use crate::testing::free_endpoint;
-
-    const DEADLINE: Duration = Duration::from_secs(10);
-
-    fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-        let end = Instant::now() + DEADLINE;
-        while !condition() {
-            assert!(Instant::now() < end, "timed out waiting until {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    use crate::testing::{free_endpoint, wait_until};
 
     /// A bus peer in a context of its own (like the broker's), bound on a free port.
     fn peer(kind: zmq::SocketType) -> (zmq::Context, zmq::Socket, String) {
