@@ -498,7 +498,13 @@ impl Broker {
                     // The body went with the failed send; the request cannot be sent again.
                     request.dispatches += 1;
                 }
-                self.detach_worker(slot, WorkerRemoval::Unreachable, now);
+                // A credit worker may hold other requests: they go back in line too, ahead of
+                // this one (they are older). Callers dispatch pending requests afterwards.
+                let mut lost = Vec::new();
+                self.detach_with_job(slot, WorkerRemoval::Unreachable, false, now, &mut lost);
+                for (service_slot, held) in lost {
+                    self.requeue_or_fail(service_slot, held, now);
+                }
                 Err(request)
             }
         }

@@ -132,6 +132,7 @@ pub fn answer(query: &[u8], args: &[Frame], view: &View<'_>) -> Vec<Frame> {
         },
         b"mmi.broker" => {
             let queued: usize = view.services.iter().map(|(_, s)| s.queued()).sum();
+            let in_flight: usize = view.workers.iter().map(|(_, w)| w.jobs.len()).sum();
             ok_json(&json!({
                 "version": view.info.version,
                 "uptime_secs": view.now.saturating_duration_since(view.info.started).as_secs(),
@@ -139,6 +140,7 @@ pub fn answer(query: &[u8], args: &[Frame], view: &View<'_>) -> Vec<Frame> {
                 "services": view.services.len(),
                 "workers": view.workers.len(),
                 "queued": queued,
+                "in_flight": in_flight,
                 "counters": view.metrics.counters_json(),
                 "buses": view.info.buses,
                 "buses_enabled": view.info.buses_enabled,

@@ -4,7 +4,7 @@
 //! transaction together with the version bump, so a crash never leaves a half-migrated file. Append
 //! new migrations; never edit a released one.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 /// The schema, one step per entry.
 const MIGRATIONS: &[&str] = &[
@@ -58,25 +58,32 @@ pub fn current_version(conn: &Connection) -> rusqlite::Result<u32> {
 }
 
 /// Applies every migration the file has not seen yet. Returns the version reached.
+///
+/// Each step reads the version inside an IMMEDIATE transaction (the write lock), so processes
+/// opening a fresh file at the same moment take turns instead of both running step 1.
 pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
     let sqlite = |version| move |source| MigrationError::Sqlite { version, source };
-    let found = current_version(conn).map_err(sqlite(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(MigrationError::TooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let version = index as u32 + 1;
-        let tx = conn.transaction().map_err(sqlite(version))?;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite(0))?;
+        let found = current_version(&tx).map_err(sqlite(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(MigrationError::TooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let Some(sql) = MIGRATIONS.get(found as usize) else {
+            return Ok(SCHEMA_VERSION);
+        };
+        let version = found + 1;
         tx.execute_batch(sql).map_err(sqlite(version))?;
         // PRAGMA takes no bound parameters; the value is our own integer.
         tx.execute_batch(&format!("PRAGMA user_version = {version}"))
             .map_err(sqlite(version))?;
         tx.commit().map_err(sqlite(version))?;
     }
-    Ok(SCHEMA_VERSION)
 }
 
 #[cfg(test)]
@@ -110,5 +117,28 @@ mod tests {
             migrate(&mut conn),
             Err(MigrationError::TooNew { .. })
         ));
+    }
+
+    #[test]
+    fn processes_opening_a_fresh_file_at_once_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.db");
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut conn = Connection::open(&path).unwrap();
+                        conn.busy_timeout(std::time::Duration::from_secs(10))
+                            .unwrap();
+                        barrier.wait();
+                        migrate(&mut conn).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for run in runs {
+                assert_eq!(run.join().unwrap(), Ok(SCHEMA_VERSION));
+            }
+        });
     }
 }

@@ -5,51 +5,22 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{call, data, wait_for, Harness};
+use common::{call, data, wait_for, Harness, StateProcess};
 use plantd_worker_sdk::client::Client;
-use plantd_worker_sdk::testing::free_port;
 use serde_json::{json, Value};
 
 const WRITERS: usize = 8;
 /// Acknowledged sets to wait for before the kill, so it lands mid-stream.
 const ACKED_BEFORE_KILL: usize = 2000;
 
-struct Child_(Child);
-
-impl Drop for Child_ {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_state(h: &Harness) -> Child_ {
-    Child_(
-        Command::new(env!("CARGO_BIN_EXE_plantd-state"))
-            .env("PLANTD_STATE_DB", h.db_path())
-            .env("PLANTD_STATE_BROKER_ENDPOINT", &h.endpoint)
-            .env("PLANTD_STATE_HEALTH_HOST", "127.0.0.1")
-            .env("PLANTD_STATE_HEALTH_PORT", free_port().to_string())
-            .env("PLANTD_STATE_HEARTBEAT_MS", "250")
-            .env("PLANTD_STATE_LOG_LEVEL", "warn")
-            .args(["--bus-endpoint", ""])
-            .current_dir(h.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn plantd-state"),
-    )
-}
-
 #[test]
 fn every_acknowledged_set_survives_sigkill() {
     let h = Harness::broker_only();
-    let mut child = spawn_state(&h);
+    let mut child = StateProcess::spawn(&h, &[]);
     h.wait_until_serving();
 
     let acked: Mutex<HashMap<String, Value>> = Mutex::new(HashMap::new());
@@ -95,7 +66,7 @@ fn every_acknowledged_set_survives_sigkill() {
         stop.store(true, Ordering::Relaxed);
     });
 
-    let _restarted = spawn_state(&h);
+    let _restarted = StateProcess::spawn(&h, &[]);
     h.wait_until_serving();
     let acked = acked.into_inner().unwrap();
     assert!(acked.len() >= ACKED_BEFORE_KILL);

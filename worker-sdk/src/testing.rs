@@ -65,6 +65,129 @@ pub fn service_command(bin: &str, dir: &Path, config_env: &str) -> Command {
     command
 }
 
+/// What [`keep_in_flight`] saw: every request ends in exactly one of these.
+#[derive(Debug, Default)]
+pub struct LoadTally {
+    /// Replies that passed the caller's check.
+    pub ok: usize,
+    /// Clear error replies (broker or worker errors): request number and error text.
+    pub errors: Vec<(usize, String)>,
+    /// Replies that failed the caller's check: request number and reason.
+    pub wrong: Vec<(usize, String)>,
+    /// Requests that got no answer within the client's timeout: silently lost.
+    pub timeouts: usize,
+}
+
+impl LoadTally {
+    /// Requests accounted for.
+    pub fn total(&self) -> usize {
+        self.ok + self.errors.len() + self.wrong.len() + self.timeouts
+    }
+}
+
+/// A request load for tests: `total` requests to `service`, `in_flight` of them outstanding at
+/// once, each given `timeout` (far longer than a healthy request takes: a timeout here means a
+/// request was lost).
+#[derive(Clone, Debug)]
+pub struct RequestLoad<'a> {
+    /// Broker endpoint.
+    pub endpoint: &'a str,
+    /// Service to call.
+    pub service: &'a str,
+    /// Requests in all.
+    pub total: usize,
+    /// Requests outstanding at once.
+    pub in_flight: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl RequestLoad<'_> {
+    /// Runs the load and tallies how each request ended. Request `i` has the body `body(i)`; its
+    /// reply must pass `check(i, reply)`. `done` counts finished requests as they finish, so
+    /// another thread can act mid-load (kill a worker when a quarter is done, say).
+    pub fn run(
+        &self,
+        body: impl Fn(usize) -> crate::Frames + Send + Sync + 'static,
+        check: impl Fn(usize, &crate::Frames) -> Result<(), String> + Send + Sync + 'static,
+        done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> LoadTally {
+        use crate::client::{AsyncClient, ClientError};
+        use std::sync::{Arc, Mutex};
+
+        let (total, service) = (self.total, self.service);
+        let client = AsyncClient::connect(self.endpoint)
+            .expect("client endpoint")
+            .with_timeout(self.timeout);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let next = Arc::new(AtomicU32::new(0));
+        let tally = Arc::new(Mutex::new(LoadTally::default()));
+        let (body, check) = (Arc::new(body), Arc::new(check));
+        runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..self.in_flight {
+                let (client, next, tally, done) =
+                    (client.clone(), next.clone(), tally.clone(), done.clone());
+                let (body, check, service) = (body.clone(), check.clone(), service.to_owned());
+                tasks.spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if i >= total {
+                            return;
+                        }
+                        let result = client.request(&service, body(i)).await;
+                        let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+                        match result {
+                            Ok(reply) => match check(i, &reply) {
+                                Ok(()) => tally.ok += 1,
+                                Err(why) => tally.wrong.push((i, why)),
+                            },
+                            Err(ClientError::Timeout) => tally.timeouts += 1,
+                            Err(e) => tally.errors.push((i, e.to_string())),
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                joined.expect("load task panicked");
+            }
+        });
+        let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()));
+        tally
+    }
+}
+
+/// Checks that a broker's books balance once a load is over: nothing queued, nothing in flight,
+/// and every request it routed answered exactly once (a relayed reply or a broker error reply).
+pub fn assert_broker_balanced(endpoint: &str) {
+    let client = crate::client::Client::connect(endpoint).expect("client endpoint");
+    let info = client.broker_info().expect("mmi.broker");
+    let counter = |name: &str| {
+        info.counters
+            .get(name)
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+    };
+    let errors: u64 = info
+        .counters
+        .get("error_replies")
+        .and_then(|v| v.as_object())
+        .map(|codes| codes.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0);
+    assert_eq!(info.queued, 0, "requests left queued: {info:?}");
+    assert_eq!(info.in_flight, 0, "requests left in flight: {info:?}");
+    assert_eq!(
+        counter("requests"),
+        counter("replies") + errors,
+        "requests routed vs. replies plus error replies: {:?}",
+        info.counters
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,3 +193,37 @@ pub fn code(reply: &Value) -> String {
 }
 
 pub use plantd_worker_sdk::testing::wait_until as wait_for;
+
+/// A `plantd-state` process, killed with SIGKILL when dropped.
+pub struct StateProcess(pub std::process::Child);
+
+impl StateProcess {
+    /// Starts the real `plantd-state` binary against the harness's broker and database, with
+    /// extra environment `env` (`PLANTD_STATE_*` settings).
+    pub fn spawn(h: &Harness, env: &[(&str, &str)]) -> StateProcess {
+        let mut command = plantd_worker_sdk::testing::service_command(
+            env!("CARGO_BIN_EXE_plantd-state"),
+            h.dir.path(),
+            "PLANTD_STATE_CONFIG",
+        );
+        command
+            .env("PLANTD_STATE_DB", h.db_path())
+            .env("PLANTD_STATE_BROKER_ENDPOINT", &h.endpoint)
+            .env("PLANTD_STATE_HEALTH_HOST", "127.0.0.1")
+            .env("PLANTD_STATE_HEALTH_PORT", free_port().to_string())
+            .env("PLANTD_STATE_HEARTBEAT_MS", "250")
+            .env("PLANTD_STATE_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .args(["--bus-endpoint", ""])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        StateProcess(command.spawn().expect("spawn plantd-state"))
+    }
+}
+
+impl Drop for StateProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

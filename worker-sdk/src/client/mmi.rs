@@ -85,6 +85,8 @@ pub struct BrokerInfo {
     pub workers: u64,
     /// Requests waiting for a worker, all services together.
     pub queued: u64,
+    /// Requests held by workers, all services together.
+    pub in_flight: u64,
     /// Named counters (requests routed, replies, errors, ...).
     pub counters: Map<String, Value>,
     /// Buses it hosts.
