@@ -26,6 +26,7 @@ use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
 use crate::request::{start_message, Request, ReturnAddress};
 use crate::service::ServiceQueue;
 use crate::slots::Slots;
+use crate::summary::DropSummary;
 use crate::watchdog::LoopStatus;
 use crate::wire::Wire;
 use crate::worker::WorkerRecord;
@@ -72,6 +73,8 @@ pub struct Broker {
     inbox: Vec<Frame>,
     next_heartbeat: Instant,
     next_expiry: Option<Instant>,
+    /// Dropped input is counted per message and logged only as a periodic summary.
+    drops: DropSummary,
 }
 
 impl Broker {
@@ -106,6 +109,7 @@ impl Broker {
             scratch: Vec::new(),
             inbox: Vec::with_capacity(16),
             next_expiry: None,
+            drops: DropSummary::new(Instant::now()),
         }
     }
 
@@ -628,6 +632,7 @@ impl Broker {
         if now >= self.next_heartbeat {
             self.purge_and_heartbeat(now);
             self.forget_vacant_services(now);
+            self.drops.maybe_log(&self.metrics, now);
             self.next_heartbeat = now + self.settings.heartbeat_interval;
         }
         if self.next_expiry.is_some_and(|t| now >= t) {

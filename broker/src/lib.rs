@@ -20,6 +20,7 @@ mod mmi;
 mod request;
 mod service;
 mod slots;
+mod summary;
 mod watchdog;
 mod wire;
 mod worker;

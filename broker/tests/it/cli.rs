@@ -83,3 +83,68 @@ fn sigterm_stops_the_binary_cleanly_with_exit_code_0() {
     }
     assert_eq!(status.code(), Some(0), "{status:?}; stderr:\n{stderr}");
 }
+
+#[test]
+fn a_flood_of_malformed_messages_is_not_logged_per_message() {
+    use rand::SeedableRng;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let health_port = plantd_worker_sdk::testing::free_port();
+    let endpoint = plantd_worker_sdk::testing::free_endpoint();
+    let mut child = command(dir.path())
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--health-port",
+            &health_port.to_string(),
+        ])
+        .args(["--log-level", "info"])
+        .env("PLANTD_BROKER_HEALTH_HOST", "127.0.0.1")
+        .env("PLANTD_BROKER_BUS__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plantd-broker");
+    let metrics = format!("http://127.0.0.1:{health_port}/metrics");
+    let received = || -> f64 {
+        let Ok(text) = reqwest::blocking::get(&metrics).and_then(|r| r.text()) else {
+            return 0.0;
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix("plantd_broker_messages_received_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    wait_until("the binary serves /metrics", || {
+        reqwest::blocking::get(&metrics).is_ok()
+    });
+
+    // Garbage of every shape, including worker commands from peers that never registered.
+    let ctx = zmq::Context::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let flooders: Vec<Peer> = (0..4)
+        .map(|i| Peer::connect(&ctx, &endpoint, ALL_DIALECTS[i % 3]))
+        .collect();
+    const FLOOD: usize = 5_000;
+    for i in 0..FLOOD {
+        flooders[i % flooders.len()].send_raw(crate::robustness::random_message(&mut rng));
+    }
+    wait_until("the broker has read the flood", || {
+        received() >= FLOOD as f64
+    });
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    // Startup and shutdown lines only; a line per message would be thousands.
+    let lines = stderr.lines().count();
+    assert!(
+        lines < 20,
+        "{lines} log lines for {FLOOD} malformed messages:\n{stderr}"
+    );
+}

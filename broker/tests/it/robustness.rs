@@ -19,7 +19,7 @@ const WORDS: [&[u8]; 8] = [
 ];
 
 /// A random message: pure noise, or an MDP-shaped message with random parts.
-fn random_message(rng: &mut impl Rng) -> Vec<Vec<u8>> {
+pub(crate) fn random_message(rng: &mut impl Rng) -> Vec<Vec<u8>> {
     let noise = |rng: &mut dyn rand::RngCore| -> Vec<u8> {
         let len = rng.gen_range(0..24);
         (0..len).map(|_| rng.gen()).collect()
