@@ -84,6 +84,17 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// True when the database itself failed (I/O, full disk, corruption), not the request: the
+    /// errors that make a write fail with `STORAGE_ERROR`.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Io { .. }
+        )
+    }
+}
+
 /// Tuning of a [`StateStore`].
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -97,6 +108,9 @@ pub struct StoreOptions {
     pub metrics: Option<StateMetrics>,
     /// Who hears about committed changes.
     pub publisher: Arc<dyn ChangePublisher>,
+    /// Largest the database may grow to, in bytes (SQLite's `max_page_count`); `0` = no limit.
+    /// Writes that need more space fail as they would on a full disk.
+    pub max_db_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -107,6 +121,7 @@ impl Default for StoreOptions {
             max_idle_readers: 8,
             metrics: None,
             publisher: Arc::new(NullPublisher),
+            max_db_bytes: 0,
         }
     }
 }
@@ -201,6 +216,17 @@ impl StateStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
         migrations::migrate(&mut conn)?;
+        if options.max_db_bytes > 0 {
+            let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            let pages = (options.max_db_bytes / page_size.max(1) as u64).max(1);
+            // Per connection, and only the writer writes. SQLite never sets it below the
+            // current size.
+            conn.pragma_update(
+                None,
+                "max_page_count",
+                i64::try_from(pages).unwrap_or(i64::MAX),
+            )?;
+        }
 
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -445,19 +471,29 @@ impl Writer {
         let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
 
-        let outcome = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
+        let mut run = || -> Result<(), String> {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| e.to_string())?;
             for job in batch.iter() {
                 let result = self.apply_in_savepoint(&job.op, now);
+                if let Err(e) = &result {
+                    if self.conn.is_autocommit() {
+                        // SQLite rolled the whole transaction back itself (it may on a full disk
+                        // or an I/O error): nothing of the batch is written, and later jobs
+                        // would each commit on their own outside it.
+                        return Err(e.to_string());
+                    }
+                }
                 if publish && result.is_ok() {
                     changes_of(&job.op, now, &mut changes);
                 }
                 results.push(result);
             }
-            self.conn.execute_batch("COMMIT")
-        });
-        if let Err(e) = outcome {
+            self.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
+        if let Err(message) = run() {
             let _ = self.conn.execute_batch("ROLLBACK");
-            let message = e.to_string();
             results.clear();
             results.extend(
                 batch
@@ -492,8 +528,11 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-                self.conn.prepare_cached("RELEASE job")?.execute([])?;
+                // No savepoint is left to undo if SQLite already rolled the transaction back.
+                if !self.conn.is_autocommit() {
+                    self.conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                    self.conn.prepare_cached("RELEASE job")?.execute([])?;
+                }
                 Err(e)
             }
         }
