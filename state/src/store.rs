@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use plantd_sqlite_util::{integrity, DatabaseCheck, IntegrityError};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -68,6 +69,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// The file failed `PRAGMA quick_check` when it was opened.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
     /// A filesystem operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -108,6 +112,8 @@ pub struct StoreOptions {
     pub metrics: Option<StateMetrics>,
     /// Who hears about committed changes.
     pub publisher: Arc<dyn ChangePublisher>,
+    /// Told the outcome of every commit, so `/healthz` sees failed writes as they happen.
+    pub health: Option<DatabaseCheck>,
     /// Largest the database may grow to, in bytes (SQLite's `max_page_count`); `0` = no limit.
     /// Writes that need more space fail as they would on a full disk.
     pub max_db_bytes: u64,
@@ -121,6 +127,7 @@ impl Default for StoreOptions {
             max_idle_readers: 8,
             metrics: None,
             publisher: Arc::new(NullPublisher),
+            health: None,
             max_db_bytes: 0,
         }
     }
@@ -194,7 +201,9 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer thread.
+    /// Opens (creating if needed) the database at `path`, checks its integrity (`PRAGMA
+    /// quick_check`: a damaged file is [`StoreError::Integrity`]), migrates it and starts the
+    /// writer thread.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -204,6 +213,8 @@ impl StateStore {
             })?;
         }
         let mut conn = Connection::open(&path)?;
+        // Before anything writes to it: serving from a damaged file spreads the damage.
+        integrity::check_connection(&conn, &path)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -234,6 +245,7 @@ impl StateStore {
             max_batch: options.max_batch.max(1),
             metrics: options.metrics,
             publisher: options.publisher,
+            health: options.health,
         };
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
@@ -430,6 +442,7 @@ struct Writer {
     max_batch: usize,
     metrics: Option<StateMetrics>,
     publisher: Arc<dyn ChangePublisher>,
+    health: Option<DatabaseCheck>,
 }
 
 impl Writer {
@@ -504,6 +517,8 @@ impl Writer {
             tracing::error!(error = %message, jobs = batch.len(), "state commit failed");
         }
 
+        // Before the replies go out: a client that got STORAGE_ERROR finds `/healthz` DOWN.
+        self.report_health(batch, &results);
         if let Some(metrics) = &self.metrics {
             metrics.commit_batch_size.observe(batch.len() as f64);
             metrics
@@ -516,6 +531,26 @@ impl Writer {
         }
         if !changes.is_empty() {
             self.publisher.publish(changes);
+        }
+    }
+
+    /// Tells the database check what this batch proved: a storage failure anywhere in it, or a
+    /// real write that reached the database. (Probe-only batches are reported by the prober.)
+    fn report_health(&self, batch: &[WriteJob], results: &[Result<(), StoreError>]) {
+        let Some(health) = &self.health else {
+            return;
+        };
+        let failure = results
+            .iter()
+            .find_map(|r| r.as_ref().err().filter(|e| e.is_storage_failure()));
+        if let Some(e) = failure {
+            health.write_failed(e.to_string());
+        } else if batch
+            .iter()
+            .zip(results)
+            .any(|(job, r)| r.is_ok() && job.op != WriteOp::Probe)
+        {
+            health.write_succeeded();
         }
     }
 
