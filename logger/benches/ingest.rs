@@ -127,7 +127,7 @@ fn bench_writer(n: u64) -> Result<Duration> {
     let conn = store::open_for_writing(&path)?;
     let config = LoggerConfig::default();
     let health = Health::new("bench");
-    let database = health.check("database");
+    let database = plantd_sqlite_util::DatabaseCheck::new(health.check("database"));
     // The same bounded channel `plantd_logger::run` sets up.
     let (tx, rx) =
         std::sync::mpsc::sync_channel(config.batch_size.saturating_mul(8).clamp(1024, 200_000));

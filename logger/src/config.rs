@@ -38,6 +38,9 @@ pub struct LoggerConfig {
     pub retention_max_rows: u64,
     /// How often retention runs, in seconds.
     pub retention_interval_secs: u64,
+    /// Seconds between `PRAGMA quick_check` runs while the logger runs (a damaged file turns the
+    /// `database` check DOWN); `0` disables them. The file is always checked at startup.
+    pub integrity_check_interval_secs: u64,
     /// Largest `limit` a query may ask for (and the default).
     pub max_query_rows: usize,
     /// Worker sessions (concurrent queries) per broker.
@@ -80,6 +83,7 @@ impl Default for LoggerConfig {
             retention_max_age_secs: 30 * 24 * 3600,
             retention_max_rows: 0,
             retention_interval_secs: 60,
+            integrity_check_interval_secs: 3600,
             max_query_rows: 10_000,
             concurrency: 2,
             health_host: "0.0.0.0".into(),

@@ -16,6 +16,9 @@ pub enum LoggerError {
         /// Cause.
         source: crate::store::StoreError,
     },
+    /// The database failed its integrity check at startup.
+    #[error(transparent)]
+    Integrity(#[from] plantd_sqlite_util::IntegrityError),
     /// A bus subscriber could not be created.
     #[error(transparent)]
     Bus(#[from] plantd_worker_sdk::bus::BusError),

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use plantd_sqlite_util::{integrity, DatabaseCheck};
 use plantd_worker_sdk::health::{self, Health};
 use plantd_worker_sdk::{Shutdown, Worker};
 
@@ -32,13 +33,16 @@ pub const SERVICE: &str = "org.plantd.Logger";
 /// and the query worker. Returns after everything received has been committed.
 pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerError> {
     config.validate()?;
-    let conn = store::open_for_writing(&config.db).map_err(|source| LoggerError::Database {
-        path: config.db.display().to_string(),
-        source,
+    let conn = store::open_for_writing(&config.db).map_err(|source| match source {
+        store::StoreError::Integrity(e) => LoggerError::Integrity(e),
+        source => LoggerError::Database {
+            path: config.db.display().to_string(),
+            source,
+        },
     })?;
     let metrics = metrics::LoggerMetrics::new();
     let health = Health::new(env!("CARGO_PKG_VERSION"));
-    let database = health.check("database");
+    let database = DatabaseCheck::new(health.check("database"));
     let subscribed = health.check("subscribed");
     let broker = health.check("broker_connection");
 
@@ -52,6 +56,12 @@ pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerE
     )
     .await?;
     let server = tokio::spawn(server);
+    let integrity = tokio::spawn(integrity::watch(
+        config.db.clone(),
+        Some(Duration::from_secs(config.integrity_check_interval_secs)),
+        database.clone(),
+        local.clone(),
+    ));
 
     // Bounded: if SQLite falls behind, ingest blocks and the bus sockets' own queues take over.
     let (records_tx, records_rx) =
@@ -88,6 +98,7 @@ pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerE
     })
     .await;
     local.cancel();
+    let _ = integrity.await;
     let served = server.await;
     tracing::info!("logger stopped");
     result?;

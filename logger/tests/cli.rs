@@ -91,3 +91,41 @@ fn sigterm_stops_the_binary_cleanly_with_exit_code_0() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_damaged_database_refuses_to_start_naming_the_file_and_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logger.db");
+    plantd_sqlite_util::testing::fill(&db, 1 << 20);
+    plantd_sqlite_util::testing::corrupt_middle(&db);
+    let mut child = command(dir.path())
+        .args([
+            "--db",
+            db.to_str().unwrap(),
+            "--broker-endpoint",
+            &plantd_worker_sdk::testing::free_endpoint(),
+            "--health-port",
+            &plantd_worker_sdk::testing::free_port().to_string(),
+        ])
+        .env("PLANTD_LOGGER_HEALTH_HOST", "127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("the logger is serving a damaged database");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains(db.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("quick_check"), "{stderr}");
+}

@@ -3,7 +3,7 @@
 //! Loaded with `plantd_worker_sdk::config::load("state", ...)`, so every key is also an environment
 //! variable: `PLANTD_STATE_DB`, `PLANTD_STATE_BROKER_ENDPOINT`, `PLANTD_STATE_HEALTH_PORT`,
 //! `PLANTD_STATE_DURABILITY`, `PLANTD_STATE_LIMITS__MAX_VALUE_BYTES`,
-//! `PLANTD_STATE_BACKUP__INTERVAL_SECS`, ...
+//! `PLANTD_STATE_BACKUP__INTERVAL_SECS`, `PLANTD_STATE_INTEGRITY_CHECK_INTERVAL_SECS`, ...
 
 use std::path::PathBuf;
 
@@ -37,6 +37,12 @@ pub struct StateConfig {
     pub health_port: u16,
     /// Seconds between database-writable probes for `/healthz`.
     pub probe_interval_secs: u64,
+    /// Seconds between `PRAGMA quick_check` runs while serving (a damaged file turns the
+    /// `database` check DOWN); `0` disables them. The file is always checked at startup.
+    pub integrity_check_interval_secs: u64,
+    /// Largest the database may grow to, in bytes; writes that need more fail with
+    /// `STORAGE_ERROR` as on a full disk. `0` = no limit.
+    pub max_db_bytes: u64,
     /// `normal` (`synchronous=NORMAL`) or `full` (`synchronous=FULL`).
     pub durability: Durability,
     /// Size limits.
@@ -63,6 +69,8 @@ impl Default for StateConfig {
             health_host: "0.0.0.0".into(),
             health_port: 8082,
             probe_interval_secs: 5,
+            integrity_check_interval_secs: 3600,
+            max_db_bytes: 0,
             durability: Durability::Normal,
             limits: Limits::default(),
             backup: BackupConfig::default(),

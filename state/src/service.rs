@@ -1,13 +1,15 @@
 //! [`run`]: the state service as a whole. Opens the store, serves `org.plantd.State` on the broker
-//! with `concurrency` worker sessions, serves `/healthz` and `/metrics`, probes the database,
-//! publishes changes on the `state` bus and takes scheduled backups, until shutdown.
+//! with `concurrency` worker sessions, serves `/healthz` and `/metrics`, probes the database and
+//! checks its integrity, publishes changes on the `state` bus and takes scheduled backups, until
+//! shutdown.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use plantd_sqlite_util::{integrity, DatabaseCheck};
 use plantd_worker_sdk::bus::BusError;
-use plantd_worker_sdk::health::{self, Check, Health, HealthError};
+use plantd_worker_sdk::health::{self, Health, HealthError};
 use plantd_worker_sdk::worker::WorkerError;
 use plantd_worker_sdk::{Frames, HandlerError, Worker};
 use prometheus::Registry;
@@ -84,7 +86,7 @@ pub async fn run_with(
     let metrics = StateMetrics::register(&registry)?;
     let health = Health::new(env!("CARGO_PKG_VERSION"));
     let broker_check = health.check("broker_connection");
-    let database_check = health.check("database");
+    let database_check = DatabaseCheck::new(health.check("database"));
 
     let publisher: Arc<dyn ChangePublisher> = match hooks.publisher {
         Some(publisher) => publisher,
@@ -100,6 +102,8 @@ pub async fn run_with(
         max_idle_readers: (config.concurrency * config.credit as usize).clamp(1, 64) * 2,
         metrics: Some(metrics.clone()),
         publisher,
+        health: Some(database_check.clone()),
+        max_db_bytes: config.max_db_bytes,
         ..StoreOptions::default()
     };
     let db = config.db.clone();
@@ -158,8 +162,14 @@ pub async fn run_with(
     let server = tokio::spawn(server);
     let probe = tokio::spawn(probe_database(
         store.clone(),
-        database_check,
+        database_check.clone(),
         Duration::from_secs(config.probe_interval_secs.max(1)),
+        stop.clone(),
+    ));
+    let integrity = tokio::spawn(integrity::watch(
+        store.path().to_owned(),
+        Some(Duration::from_secs(config.integrity_check_interval_secs)),
+        database_check,
         stop.clone(),
     ));
     let schedule = tokio::spawn(backup::run_schedule(
@@ -179,6 +189,7 @@ pub async fn run_with(
     let result = worker.run(stop.clone()).await;
     stop.cancel();
     let _ = probe.await;
+    let _ = integrity.await;
     let _ = schedule.await;
     let served = server.await;
     close(store).await;
@@ -210,14 +221,20 @@ async fn close(store: StateStore) {
     let _ = tokio::task::spawn_blocking(move || store.close()).await;
 }
 
-/// Keeps the `database` check true: a real write through the writer thread every `interval`.
-async fn probe_database(store: StateStore, check: Check, interval: Duration, stop: Shutdown) {
+/// Keeps the `database` check true while nobody writes: a real write through the writer thread
+/// every `interval`. (Client writes report their own outcome from the writer.)
+async fn probe_database(
+    store: StateStore,
+    check: DatabaseCheck,
+    interval: Duration,
+    stop: Shutdown,
+) {
     loop {
         match tokio::time::timeout(PROBE_TIMEOUT, store.write(WriteOp::Probe)).await {
-            Ok(Ok(())) => check.up(),
-            Ok(Err(e)) => check.down(format!("database not writable: {e}")),
-            Err(_) => check.down(format!(
-                "database write did not complete within {} s",
+            Ok(Ok(())) => check.probe_succeeded(),
+            Ok(Err(e)) => check.write_failed(format!("probe: {e}")),
+            Err(_) => check.write_failed(format!(
+                "probe did not complete within {} s",
                 PROBE_TIMEOUT.as_secs()
             )),
         }

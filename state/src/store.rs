@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use plantd_sqlite_util::{integrity, DatabaseCheck, IntegrityError};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -68,6 +69,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// The file failed `PRAGMA quick_check` when it was opened.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
     /// A filesystem operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -84,6 +88,17 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// True when the database itself failed (I/O, full disk, corruption), not the request: the
+    /// errors that make a write fail with `STORAGE_ERROR`.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Io { .. }
+        )
+    }
+}
+
 /// Tuning of a [`StateStore`].
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -97,6 +112,11 @@ pub struct StoreOptions {
     pub metrics: Option<StateMetrics>,
     /// Who hears about committed changes.
     pub publisher: Arc<dyn ChangePublisher>,
+    /// Told the outcome of every commit, so `/healthz` sees failed writes as they happen.
+    pub health: Option<DatabaseCheck>,
+    /// Largest the database may grow to, in bytes (SQLite's `max_page_count`); `0` = no limit.
+    /// Writes that need more space fail as they would on a full disk.
+    pub max_db_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -107,6 +127,8 @@ impl Default for StoreOptions {
             max_idle_readers: 8,
             metrics: None,
             publisher: Arc::new(NullPublisher),
+            health: None,
+            max_db_bytes: 0,
         }
     }
 }
@@ -179,7 +201,9 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer thread.
+    /// Opens (creating if needed) the database at `path`, checks its integrity (`PRAGMA
+    /// quick_check`: a damaged file is [`StoreError::Integrity`]), migrates it and starts the
+    /// writer thread.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -189,6 +213,8 @@ impl StateStore {
             })?;
         }
         let mut conn = Connection::open(&path)?;
+        // Before anything writes to it: serving from a damaged file spreads the damage.
+        integrity::check_connection(&conn, &path)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -201,6 +227,17 @@ impl StateStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
         migrations::migrate(&mut conn)?;
+        if options.max_db_bytes > 0 {
+            let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+            let pages = (options.max_db_bytes / page_size.max(1) as u64).max(1);
+            // Per connection, and only the writer writes. SQLite never sets it below the
+            // current size.
+            conn.pragma_update(
+                None,
+                "max_page_count",
+                i64::try_from(pages).unwrap_or(i64::MAX),
+            )?;
+        }
 
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -208,6 +245,7 @@ impl StateStore {
             max_batch: options.max_batch.max(1),
             metrics: options.metrics,
             publisher: options.publisher,
+            health: options.health,
         };
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
@@ -404,6 +442,7 @@ struct Writer {
     max_batch: usize,
     metrics: Option<StateMetrics>,
     publisher: Arc<dyn ChangePublisher>,
+    health: Option<DatabaseCheck>,
 }
 
 impl Writer {
@@ -445,19 +484,29 @@ impl Writer {
         let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
 
-        let outcome = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
+        let mut run = || -> Result<(), String> {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| e.to_string())?;
             for job in batch.iter() {
                 let result = self.apply_in_savepoint(&job.op, now);
+                if let Err(e) = &result {
+                    if self.conn.is_autocommit() {
+                        // SQLite rolled the whole transaction back itself (it may on a full disk
+                        // or an I/O error): nothing of the batch is written, and later jobs
+                        // would each commit on their own outside it.
+                        return Err(e.to_string());
+                    }
+                }
                 if publish && result.is_ok() {
                     changes_of(&job.op, now, &mut changes);
                 }
                 results.push(result);
             }
-            self.conn.execute_batch("COMMIT")
-        });
-        if let Err(e) = outcome {
+            self.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
+        if let Err(message) = run() {
             let _ = self.conn.execute_batch("ROLLBACK");
-            let message = e.to_string();
             results.clear();
             results.extend(
                 batch
@@ -468,6 +517,8 @@ impl Writer {
             tracing::error!(error = %message, jobs = batch.len(), "state commit failed");
         }
 
+        // Before the replies go out: a client that got STORAGE_ERROR finds `/healthz` DOWN.
+        self.report_health(batch, &results);
         if let Some(metrics) = &self.metrics {
             metrics.commit_batch_size.observe(batch.len() as f64);
             metrics
@@ -483,6 +534,26 @@ impl Writer {
         }
     }
 
+    /// Tells the database check what this batch proved: a storage failure anywhere in it, or a
+    /// real write that reached the database. (Probe-only batches are reported by the prober.)
+    fn report_health(&self, batch: &[WriteJob], results: &[Result<(), StoreError>]) {
+        let Some(health) = &self.health else {
+            return;
+        };
+        let failure = results
+            .iter()
+            .find_map(|r| r.as_ref().err().filter(|e| e.is_storage_failure()));
+        if let Some(e) = failure {
+            health.write_failed(e.to_string());
+        } else if batch
+            .iter()
+            .zip(results)
+            .any(|(job, r)| r.is_ok() && job.op != WriteOp::Probe)
+        {
+            health.write_succeeded();
+        }
+    }
+
     /// Applies one request inside a savepoint so its failure leaves the rest of the batch intact.
     fn apply_in_savepoint(&self, op: &WriteOp, now: i64) -> Result<(), StoreError> {
         self.conn.prepare_cached("SAVEPOINT job")?.execute([])?;
@@ -492,8 +563,11 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
-                self.conn.prepare_cached("RELEASE job")?.execute([])?;
+                // No savepoint is left to undo if SQLite already rolled the transaction back.
+                if !self.conn.is_autocommit() {
+                    self.conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                    self.conn.prepare_cached("RELEASE job")?.execute([])?;
+                }
                 Err(e)
             }
         }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use plantd_sqlite_util::{integrity, IntegrityError};
 use rusqlite::{Connection, OpenFlags};
 use thiserror::Error;
 
@@ -33,6 +34,9 @@ pub enum StoreError {
     /// The schema could not be migrated.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// The file failed `PRAGMA quick_check` when it was opened.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
 }
 
 /// One row of the `metrics` table, ready to insert.
@@ -102,13 +106,16 @@ pub struct Deleted {
     pub events: u64,
 }
 
-/// Opens (creating if needed) the database for writing: WAL, `synchronous=NORMAL`, migrated.
+/// Opens (creating if needed) the database for writing: checked with `PRAGMA quick_check` (a
+/// damaged file is [`StoreError::Integrity`]), WAL, `synchronous=NORMAL`, migrated.
 pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // A missing directory would otherwise surface as SQLite's vaguer "unable to open".
         let _ = std::fs::create_dir_all(dir);
     }
     let mut conn = Connection::open(path)?;
+    // Before anything writes to it: storing into a damaged file spreads the damage.
+    integrity::check_connection(&conn, path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;

@@ -4,7 +4,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use plantd_worker_sdk::health::Check;
+use plantd_sqlite_util::DatabaseCheck;
 use rusqlite::{params, Connection};
 
 use super::{apply_retention, Record, Retention};
@@ -31,7 +31,7 @@ pub fn spawn_writer(
     records: Receiver<Record>,
     settings: WriterSettings,
     metrics: LoggerMetrics,
-    database_check: Check,
+    database_check: DatabaseCheck,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("logger-writer".into())
@@ -50,7 +50,7 @@ struct Writer {
     conn: Connection,
     settings: WriterSettings,
     metrics: LoggerMetrics,
-    database_check: Check,
+    database_check: DatabaseCheck,
 }
 
 impl Writer {
@@ -104,12 +104,13 @@ impl Writer {
             Ok((metrics, events)) => {
                 self.metrics.metric_rows.inc_by(metrics);
                 self.metrics.event_rows.inc_by(events);
-                self.database_check.up();
+                self.database_check.write_succeeded();
             }
             Err(e) => {
                 self.metrics.write_errors.inc();
                 self.metrics.rows_dropped.inc_by(rows);
-                self.database_check.down(format!("cannot write batch: {e}"));
+                self.database_check
+                    .write_failed(format!("cannot write batch: {e}"));
                 tracing::warn!(error = %e, rows, "batch not stored");
             }
         }
@@ -126,10 +127,8 @@ impl Writer {
             [now],
         );
         match result {
-            Ok(_) => self.database_check.up(),
-            Err(e) => self
-                .database_check
-                .down(format!("database not writable: {e}")),
+            Ok(_) => self.database_check.probe_succeeded(),
+            Err(e) => self.database_check.write_failed(format!("probe: {e}")),
         }
     }
 

@@ -23,6 +23,8 @@ pub use plantd_worker_sdk::testing::wait_until;
 pub struct System {
     pub runtime: tokio::runtime::Runtime,
     pub shutdown: Shutdown,
+    /// Stops only the broker (a child of `shutdown`).
+    broker_shutdown: Shutdown,
     pub broker_endpoint: String,
     pub broker_health: u16,
     pub buses: Vec<BusConfig>,
@@ -35,6 +37,17 @@ impl System {
     /// Starts the broker (buses `state`, `event`, `metric` on free ports) and a logger subscribed
     /// to all of them, tuned by `tweak`; returns once both report UP.
     pub fn start(tweak: impl FnOnce(&mut LoggerConfig)) -> System {
+        let system = Self::launch(|_| {}, tweak);
+        system.wait_healthy("logger", system.logger.health_port);
+        system
+    }
+
+    /// Like [`start`](Self::start) with the broker tuned too, and returning once the broker is UP
+    /// and the logger started (not waiting for the logger to report UP).
+    pub fn launch(
+        broker_tweak: impl FnOnce(&mut BrokerConfig),
+        tweak: impl FnOnce(&mut LoggerConfig),
+    ) -> System {
         let dir = tempfile::tempdir().expect("tempdir");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -62,6 +75,8 @@ impl System {
             },
             ..BrokerConfig::default()
         };
+        let mut broker = broker;
+        broker_tweak(&mut broker);
         let mut logger = LoggerConfig {
             broker_endpoint: broker.endpoint.clone(),
             db: dir.path().join("logger.db"),
@@ -84,12 +99,14 @@ impl System {
             buses,
             logger: logger.clone(),
             tasks: Vec::new(),
+            broker_shutdown: shutdown.child_token(),
             shutdown: shutdown.clone(),
             runtime,
             _dir: dir,
         };
+        let broker_shutdown = system.broker_shutdown.clone();
         let task = system.runtime.spawn(async move {
-            plantd_broker::run(broker, shutdown)
+            plantd_broker::run(broker, broker_shutdown)
                 .await
                 .map_err(|e| e.to_string())
         });
@@ -102,8 +119,18 @@ impl System {
                 .map_err(|e| e.to_string())
         });
         system.tasks.push(task);
-        system.wait_healthy("logger", system.logger.health_port);
         system
+    }
+
+    /// Stops the broker (the first task) and waits until it has returned `Ok`.
+    pub fn stop_broker(&mut self) {
+        self.broker_shutdown.cancel();
+        let task = self.tasks.remove(0);
+        let result = self
+            .runtime
+            .block_on(async { tokio::time::timeout(DEADLINE, task).await });
+        let result = result.expect("broker stopped in time").expect("task");
+        result.expect("broker returned Ok");
     }
 
     /// Starts the metric module producer on the metric bus, sampling every `interval_ms`.

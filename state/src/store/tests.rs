@@ -267,3 +267,57 @@ fn committed_changes_are_published_and_failed_ones_are_not() {
     );
     assert_eq!(changes[1].topic(), "org.plantd.state.s");
 }
+
+/// A write that fills the disk makes SQLite roll back the whole batch transaction itself: every
+/// write of that batch must then be reported failed and be absent, none committed on the side.
+#[test]
+fn a_batch_sqlite_rolled_back_itself_fails_whole_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let options = StoreOptions {
+        // Room for small values, not for a 512 KiB one: SQLITE_FULL, as on a full disk.
+        max_db_bytes: 64 * 1024,
+        ..StoreOptions::default()
+    };
+    let store = StateStore::open(&path, options).unwrap();
+    set(&store, "s", "before", "0");
+
+    // Another connection holds the write lock, so the writer waits in its first batch while the
+    // writes below queue up: the small one after the big one shares its transaction (unless the
+    // writer happened to take the big one into that first batch, and then the check is weaker).
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let first = store.submit(WriteOp::Probe);
+    let op = |key: &str, len: usize| WriteOp::Set {
+        scope: "s".into(),
+        key: key.into(),
+        value: format!("\"{}\"", "x".repeat(len)),
+    };
+    let receipts = [
+        ("big", store.submit(op("big", 512 * 1024))),
+        ("small", store.submit(op("small", 1))),
+    ];
+    blocker.execute_batch("COMMIT").unwrap();
+    let _ = first.blocking_recv();
+
+    for (key, receipt) in receipts {
+        let result = receipt.blocking_recv().unwrap();
+        let stored = store.get("s", key);
+        match result {
+            Ok(()) => assert!(stored.is_ok(), "{key} acknowledged but not stored"),
+            Err(e) => {
+                assert!(e.is_storage_failure(), "{key}: {e}");
+                assert!(e.to_string().contains("full"), "{key}: {e}");
+                assert!(
+                    matches!(stored, Err(StoreError::KeyNotFound { .. })),
+                    "{key} reported failed but stored"
+                );
+            }
+        }
+    }
+    assert!(store.get("s", "big").is_err(), "the big write cannot fit");
+    // The store keeps working for writes that fit.
+    set(&store, "s", "after", "1");
+    assert_eq!(store.get("s", "after").unwrap(), "1");
+    assert_eq!(store.get("s", "before").unwrap(), "0");
+}

@@ -12,7 +12,6 @@
 //! ends here default to [`DEFAULT_HIGH_WATER_MARK`] (2,000,000 messages), which absorbs a
 //! million-message burst without loss; memory is only used while a backlog exists.
 
-mod monitor;
 mod publisher;
 mod subscriber;
 mod types;
@@ -21,8 +20,8 @@ use std::sync::OnceLock;
 
 use thiserror::Error;
 
+pub use crate::monitor::ConnectionMonitor;
 pub use crate::protocol::bus::{BusMessage, PayloadEncoding, PayloadError};
-pub use monitor::ConnectionMonitor;
 pub use publisher::Publisher;
 pub use subscriber::{Subscriber, SubscriberStream};
 pub use types::{
@@ -103,7 +102,7 @@ fn connect_socket(
 ) -> Result<
     (
         zmq::Socket,
-        Option<(ConnectionMonitor, monitor::MonitorGuard)>,
+        Option<(ConnectionMonitor, crate::monitor::MonitorGuard)>,
     ),
     BusError,
 > {
@@ -120,7 +119,10 @@ fn connect_socket(
         .set_linger(linger_ms)
         .map_err(zmq_error("set_linger", endpoint))?;
     let monitor = if monitored {
-        Some(ConnectionMonitor::attach(&socket, endpoint)?)
+        Some(
+            ConnectionMonitor::attach(&context(), &socket)
+                .map_err(zmq_error("monitor", endpoint))?,
+        )
     } else {
         None
     };

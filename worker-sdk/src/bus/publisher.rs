@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
-use super::monitor::MonitorGuard;
 use super::{
     connect_socket, zmq_error, BusError, ConnectionMonitor, Metric, DEFAULT_HIGH_WATER_MARK,
 };
+use crate::monitor::MonitorGuard;
 use crate::protocol::bus::encode_msgpack;
 
 /// Publishes `[topic, payload...]` messages on one bus.

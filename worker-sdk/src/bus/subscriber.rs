@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use super::monitor::MonitorGuard;
 use super::{
     connect_socket, zmq_error, BusError, BusMessage, ConnectionMonitor, DEFAULT_HIGH_WATER_MARK,
 };
+use crate::monitor::MonitorGuard;
 use crate::protocol::bus::decode;
 use crate::protocol::recv_frames;
 

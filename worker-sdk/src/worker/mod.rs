@@ -226,6 +226,7 @@ impl Worker {
                     executor,
                     registrations: registrations.clone(),
                     stop: stop.clone(),
+                    trust_connection: true,
                 });
             }
         }
@@ -331,8 +332,10 @@ impl WorkerBuilder {
 
     /// A health check kept UP while at least one session is registered with a broker.
     ///
-    /// A session counts as registered once the broker has sent it anything after READY (brokers
-    /// heartbeat idle workers), and stops counting when it loses or leaves the broker.
+    /// A session counts as registered from the moment its socket is connected and READY goes out
+    /// (after a broker went silent, only once that broker sends something), and stops counting
+    /// when the connection closes, the broker goes silent for liveness × heartbeat, the broker
+    /// sends DISCONNECT, or the worker stops.
     pub fn connection_check(mut self, check: Check) -> Self {
         self.connection_check = Some(check);
         self

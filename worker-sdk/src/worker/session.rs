@@ -1,10 +1,18 @@
 //! One worker session: a DEALER socket registered with one broker for one service.
 //!
 //! The session's thread owns the socket and is the only one that touches it. It sleeps in
-//! `zmq::poll` on the socket and on a doorbell rung by handlers and by shutdown, so heartbeats go
-//! out on schedule however long a handler runs. Broker loss (nothing heard for liveness ×
-//! interval) or a DISCONNECT from the broker closes the socket and registers again on a new one,
-//! with exponential backoff after a loss.
+//! `zmq::poll` on the socket, on the socket's connection monitor and on a doorbell rung by
+//! handlers and by shutdown, so heartbeats go out on schedule however long a handler runs.
+//!
+//! READY goes out once the socket is connected, and the session counts as registered from then
+//! on (brokers answer READY with nothing, so waiting for a first heartbeat would leave the health
+//! check DOWN for up to a heartbeat interval while the broker already routes to us). After a
+//! session lost a broker that went silent, a mere connection proves nothing (a hung broker still
+//! completes handshakes), so the next session counts only once the broker has sent something.
+//!
+//! Broker loss (nothing heard for liveness × interval, or the connection closed) or a DISCONNECT
+//! from the broker closes the socket and registers again on a new one, with exponential backoff
+//! after a loss.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -13,6 +21,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::health::Check;
+use crate::monitor::{ConnectionMonitor, MonitorGuard};
 use crate::protocol::{
     self, decode, encode, Direction, ErrorCode, ErrorReply, Frame, Message, WorkerCommand,
 };
@@ -68,6 +77,8 @@ enum End {
     Disconnected,
     /// Nothing heard from the broker for too long: back off, then register again.
     Lost,
+    /// The connection to the broker closed: back off, then register again.
+    Closed,
 }
 
 /// A request being handled.
@@ -83,20 +94,46 @@ pub(crate) struct Session {
     pub(crate) context: zmq::Context,
     /// The first socket, created (and its endpoint validated) by `Worker::run` on the caller's
     /// thread; later sockets are made here.
-    pub(crate) first_socket: Option<zmq::Socket>,
+    pub(crate) first_socket: Option<BrokerSocket>,
     pub(crate) doorbell: Doorbell,
     pub(crate) outcomes: mpsc::Receiver<Outcome>,
     pub(crate) executor: Executor,
     pub(crate) registrations: Arc<Registrations>,
     pub(crate) stop: Shutdown,
+    /// Whether a connection alone counts as registered: false after the last session ended with
+    /// a silent broker, true again once a broker has sent anything.
+    pub(crate) trust_connection: bool,
 }
 
-/// A new DEALER connected to `endpoint` (linger 0: nothing of a dead session should linger).
-pub(crate) fn connect(context: &zmq::Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
+/// A DEALER to one broker and the monitor that tells when it is connected. Dropping it stops the
+/// monitor before the socket closes (see `crate::monitor` for why that matters).
+pub(crate) struct BrokerSocket {
+    socket: zmq::Socket,
+    monitor: ConnectionMonitor,
+    guard: Option<MonitorGuard>,
+}
+
+impl Drop for BrokerSocket {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            guard.stop(&mut self.socket);
+        }
+    }
+}
+
+/// A new DEALER of `context` connected to `endpoint` (linger 0: nothing of a dead session should
+/// linger), monitored from before it connects.
+pub(crate) fn connect(context: &zmq::Context, endpoint: &str) -> zmq::Result<BrokerSocket> {
     let socket = context.socket(zmq::DEALER)?;
     socket.set_linger(0)?;
-    socket.connect(endpoint)?;
-    Ok(socket)
+    let (monitor, guard) = ConnectionMonitor::attach(context, &socket)?;
+    let broker = BrokerSocket {
+        socket,
+        monitor,
+        guard: Some(guard),
+    };
+    broker.socket.connect(endpoint)?;
+    Ok(broker)
 }
 
 impl Session {
@@ -113,7 +150,7 @@ impl Session {
                 None => connect(&self.context, &self.endpoint),
             };
             let end = match socket {
-                Ok(socket) => self.serve(&socket, &mut backoff, &mut next_request),
+                Ok(mut socket) => self.serve(&mut socket, &mut backoff, &mut next_request),
                 Err(e) => {
                     warn!(endpoint = %self.endpoint, error = %e, "cannot create worker socket");
                     End::Lost
@@ -122,7 +159,7 @@ impl Session {
             match end {
                 End::Shutdown => return,
                 End::Disconnected => {}
-                End::Lost => {
+                End::Lost | End::Closed => {
                     debug!(endpoint = %self.endpoint, ?backoff, "broker lost; reconnecting");
                     self.doorbell.wait(backoff);
                     backoff = (backoff * 2).min(self.settings.reconnect_max);
@@ -131,22 +168,18 @@ impl Session {
         }
     }
 
-    /// Registers on `socket` and serves requests until the connection ends.
+    /// Registers on `broker` once it is connected and serves requests until the connection ends.
     fn serve(
         &mut self,
-        socket: &zmq::Socket,
+        broker: &mut BrokerSocket,
         backoff: &mut Duration,
         next_request: &mut u64,
     ) -> End {
         let settings = self.settings.clone();
         let patience = settings.heartbeat * settings.liveness;
-        self.send(
-            socket,
-            WorkerCommand::Ready {
-                service: Frame::from(settings.service.as_bytes()),
-                credit: settings.credit,
-            },
-        );
+        // READY waits for the connection, so nothing (heartbeats included) precedes it and the
+        // check can go UP before the broker knows this worker.
+        let mut ready_sent = false;
         let mut registered = false;
         // Requests being handled, at most `credit` (plantd's credit extension; 1 is plain MDP).
         let mut in_flight: Vec<InFlight> = Vec::with_capacity(settings.credit as usize);
@@ -155,32 +188,74 @@ impl Session {
 
         let end = 'session: loop {
             let now = Instant::now();
-            let timeout = heartbeat_at
-                .min(broker_expiry)
-                .saturating_duration_since(now);
-            let (socket_ready, bell_rang) = {
+            let wake_at = if ready_sent {
+                heartbeat_at.min(broker_expiry)
+            } else {
+                broker_expiry
+            };
+            let timeout = wake_at.saturating_duration_since(now);
+            let polled = broker.monitor.with_poll_item(|monitor| {
                 let mut items = [
-                    socket.as_poll_item(zmq::POLLIN),
+                    broker.socket.as_poll_item(zmq::POLLIN),
                     self.doorbell.as_poll_item(),
+                    monitor,
                 ];
-                if let Err(e) = zmq::poll(&mut items, millis_ceil(timeout)) {
+                zmq::poll(&mut items, millis_ceil(timeout)).map(|_| {
+                    (
+                        items[0].is_readable(),
+                        items[1].is_readable(),
+                        items[2].is_readable(),
+                    )
+                })
+            });
+            let (socket_ready, bell_rang, monitor_ready) = match polled {
+                Ok(ready) => ready,
+                Err(e) => {
                     warn!(error = %e, "worker poll failed");
                     break 'session End::Lost;
                 }
-                (items[0].is_readable(), items[1].is_readable())
             };
             if bell_rang {
                 self.doorbell.drain();
             }
             if self.stop.is_cancelled() {
-                self.send(socket, WorkerCommand::Disconnect);
-                // Give the DISCONNECT a moment to leave before the socket closes.
-                let _ = socket.set_linger(100);
+                if ready_sent {
+                    self.send(&broker.socket, WorkerCommand::Disconnect);
+                    // Give the DISCONNECT a moment to leave before the socket closes.
+                    let _ = broker.socket.set_linger(100);
+                }
                 break 'session End::Shutdown;
             }
+            if monitor_ready {
+                let connected = broker.monitor.is_connected();
+                if connected && !ready_sent {
+                    ready_sent = true;
+                    if self.trust_connection {
+                        // UP before READY leaves: whoever learns of this worker from the broker
+                        // finds the check UP already.
+                        registered = true;
+                        self.registrations.registered();
+                        *backoff = settings.reconnect_initial;
+                    }
+                    self.send(
+                        &broker.socket,
+                        WorkerCommand::Ready {
+                            service: Frame::from(settings.service.as_bytes()),
+                            credit: settings.credit,
+                        },
+                    );
+                    let now = Instant::now();
+                    heartbeat_at = now + settings.heartbeat;
+                    broker_expiry = now + patience;
+                } else if !connected && ready_sent {
+                    debug!(endpoint = %self.endpoint, "connection to the broker closed");
+                    break 'session End::Closed;
+                }
+            }
             if socket_ready {
-                while let Ok(frames) = protocol::recv_frames(socket, zmq::DONTWAIT) {
+                while let Ok(frames) = protocol::recv_frames(&broker.socket, zmq::DONTWAIT) {
                     broker_expiry = Instant::now() + patience;
+                    self.trust_connection = true;
                     if !registered {
                         registered = true;
                         self.registrations.registered();
@@ -233,22 +308,27 @@ impl Session {
                     let client = Frame::from(&in_flight[index].client[..]);
                     WorkerCommand::Partial { client, body }
                 };
-                self.send(socket, command);
+                self.send(&broker.socket, command);
             }
             let now = Instant::now();
-            if now >= heartbeat_at {
-                self.send(socket, WorkerCommand::Heartbeat);
+            if ready_sent && now >= heartbeat_at {
+                self.send(&broker.socket, WorkerCommand::Heartbeat);
                 heartbeat_at = now + settings.heartbeat;
             }
             if now >= broker_expiry {
                 break 'session End::Lost;
             }
         };
+        if ready_sent && matches!(end, End::Lost) {
+            // Connected, yet silent: the broker may be hung, so a connection alone proves nothing.
+            self.trust_connection = false;
+        }
         if registered {
             let reason = match end {
                 End::Shutdown => "worker stopped",
                 End::Disconnected => "broker sent DISCONNECT",
                 End::Lost => "broker not heard from within liveness",
+                End::Closed => "connection to the broker closed",
             };
             self.registrations.unregistered(reason);
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::health::Health;
 use crate::protocol::{self, decode_routed, encode, Direction, Frame, Message, WorkerCommand};
-use crate::testing::free_endpoint;
+use crate::testing::{free_endpoint, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -343,22 +343,20 @@ fn registers_again_on_a_new_socket_after_disconnect_or_silence() {
         .unwrap();
     let running = start(worker);
 
+    // Brokers answer READY with nothing: the check is UP from READY on, not from a first
+    // heartbeat (the check goes UP before READY leaves, so this is no race).
     let first = peer.expect_ready("test.Service");
-    assert!(!check.is_up(), "UP before the broker said anything");
-    peer.send(&first, Dialect::V02, WorkerCommand::Heartbeat);
-    let deadline = Instant::now() + DEADLINE;
-    while !check.is_up() && Instant::now() < deadline {
-        peer.recv(Duration::from_millis(10));
-    }
-    assert!(check.is_up());
+    assert!(check.is_up(), "DOWN although READY arrived");
 
     // DISCONNECT from the broker: a new session registers at once.
     peer.send(&first, Dialect::V02, WorkerCommand::Disconnect);
     let second = peer.expect_ready("test.Service");
     assert_ne!(first, second);
+    assert!(check.is_up(), "DOWN although READY arrived again");
 
     // Silence (no heartbeats from us) for liveness × interval: the worker gives up on this
-    // socket and registers on a new one, and the check goes DOWN meanwhile.
+    // socket and registers on a new one. A broker that went silent may be hung (and still accept
+    // connections), so the new connection alone does not make the check UP: the broker must speak.
     let deadline = Instant::now() + DEADLINE;
     let third = loop {
         assert!(
@@ -370,7 +368,59 @@ fn registers_again_on_a_new_socket_after_disconnect_or_silence() {
         }
     };
     assert_ne!(second, third);
-    assert!(!check.is_up());
+    assert!(
+        !check.is_up(),
+        "UP on a connection to a broker that went silent"
+    );
+    peer.send(&third, Dialect::V02, WorkerCommand::Heartbeat);
+    wait_until("the check is UP once the broker speaks", || check.is_up());
+    running.stop().unwrap();
+}
+
+#[test]
+fn the_connection_check_goes_down_when_the_broker_connection_closes() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let health = Health::new("test");
+    let check = health.check("broker_connection");
+    // Liveness would take minutes: only the closed connection can turn the check DOWN in time.
+    let worker = builder(&endpoint)
+        .heartbeat(Duration::from_secs(60))
+        .liveness(3)
+        .connection_check(check.clone())
+        .handler(Ok)
+        .build()
+        .unwrap();
+    let running = start(worker);
+    peer.expect_ready("test.Service");
+    assert!(check.is_up());
+    drop(peer);
+    wait_until("the check is DOWN after the broker went away", || {
+        !check.is_up()
+    });
+    running.stop().unwrap();
+}
+
+#[test]
+fn nothing_precedes_ready_while_the_broker_is_not_there_yet() {
+    let endpoint = free_endpoint();
+    let health = Health::new("test");
+    let check = health.check("broker_connection");
+    let running = start(
+        builder(&endpoint)
+            .connection_check(check.clone())
+            .handler(Ok)
+            .build()
+            .unwrap(),
+    );
+    assert!(!check.is_up(), "UP with no broker");
+    // The broker comes up later: the first thing it hears is READY, not a queued heartbeat.
+    let peer = Peer::bind(&endpoint);
+    match peer.recv(DEADLINE) {
+        Some((_, _, WorkerCommand::Ready { .. })) => {}
+        other => panic!("expected READY first, got {other:?}"),
+    }
+    assert!(check.is_up());
     running.stop().unwrap();
 }
 

@@ -1,11 +1,12 @@
-//! [`ConnectionMonitor`]: whether a bus socket is connected, from libzmq's socket events, and
-//! [`MonitorGuard`], which keeps that monitor safe for the process's other sockets.
+//! [`ConnectionMonitor`]: whether a socket (a bus socket, a worker session's DEALER) is connected,
+//! from libzmq's socket events, and [`MonitorGuard`], which keeps that monitor safe for the other
+//! sockets of its context.
 //!
 //! libzmq delivers socket events from its I/O thread through an internal PAIR socket, with a
 //! *blocking* send (`socket_base_t::monitor_event` in 4.3.x). If nothing is connected to read
 //! them (our reading PAIR was closed) or the reader's queue is full, the next event (a
 //! `DISCONNECTED` when the broker goes away, say) blocks that I/O thread for good, and with it
-//! every socket of the context: in this SDK, all bus sockets of the process (libzmq issue
+//! every socket of the context: for the bus context, all bus sockets of the process (libzmq issue
 //! #3575). So:
 //! - the reading PAIR has no queue limit (events are a few bytes per connection change), so the
 //!   send never waits for a slow or absent reader of a live PAIR;
@@ -19,14 +20,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{context, zmq_error, BusError};
-
 /// The reading end of a socket monitor (a PAIR), shared by [`ConnectionMonitor`] and
 /// [`MonitorGuard`].
 type Reader = Arc<Mutex<zmq::Socket>>;
 
-/// Tells whether a [`Subscriber`](super::Subscriber) or [`Publisher`](super::Publisher) is
-/// connected to its bus endpoint, from libzmq's socket events.
+/// Tells whether a socket, such as a [`Subscriber`](crate::bus::Subscriber) or
+/// [`Publisher`](crate::bus::Publisher), is connected to its endpoint, from libzmq's socket events.
 ///
 /// A subscriber that is not connected is not an error for ZeroMQ, which keeps retrying; this is
 /// how a health check sees it. Call [`is_connected`](Self::is_connected) regularly: libzmq queues
@@ -58,32 +57,26 @@ impl MonitorGuard {
 }
 
 impl ConnectionMonitor {
-    /// Starts monitoring `socket` (before it connects, so the first connection is seen too) and
-    /// returns the monitor and the guard its owner keeps.
+    /// Starts monitoring `socket`, a socket of `context` (before it connects, so the first
+    /// connection is seen too), and returns the monitor and the guard its owner keeps.
     pub(crate) fn attach(
+        context: &zmq::Context,
         socket: &zmq::Socket,
-        endpoint: &str,
-    ) -> Result<(Self, MonitorGuard), BusError> {
+    ) -> zmq::Result<(Self, MonitorGuard)> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let address = format!(
-            "inproc://plantd-bus-monitor-{}",
+            "inproc://plantd-monitor-{}",
             NEXT_ID.fetch_add(1, Ordering::Relaxed)
         );
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()
             | zmq::SocketEvent::DISCONNECTED.to_raw();
-        socket
-            .monitor(&address, i32::from(events))
-            .map_err(zmq_error("monitor", endpoint))?;
-        let reader = context()
-            .socket(zmq::PAIR)
-            .map_err(zmq_error("socket", &address))?;
+        socket.monitor(&address, i32::from(events))?;
+        let reader = context.socket(zmq::PAIR)?;
         // No queue limit: with one, an unread backlog would block libzmq's I/O thread (module docs).
         // Must be set before connecting, when libzmq sizes the inproc pipe.
-        reader
-            .set_rcvhwm(0)
-            .and_then(|_| reader.set_linger(0))
-            .and_then(|_| reader.connect(&address))
-            .map_err(zmq_error("connect", &address))?;
+        reader.set_rcvhwm(0)?;
+        reader.set_linger(0)?;
+        reader.connect(&address)?;
         let reader = Arc::new(Mutex::new(reader));
         let monitor = ConnectionMonitor {
             reader: Arc::clone(&reader),
@@ -92,8 +85,15 @@ impl ConnectionMonitor {
         Ok((monitor, MonitorGuard { _reader: reader }))
     }
 
+    /// Runs `f` with a poll item for `zmq::poll` that is readable while events wait for
+    /// [`is_connected`](Self::is_connected), so a poll loop wakes when the connection changes.
+    pub(crate) fn with_poll_item<T>(&self, f: impl FnOnce(zmq::PollItem<'_>) -> T) -> T {
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        f(reader.as_poll_item(zmq::POLLIN))
+    }
+
     /// Reads the events that arrived since the last call and reports whether at least one
-    /// connection to the backend is up (handshake done, not yet disconnected).
+    /// connection to the endpoint is up (handshake done, not yet disconnected).
     pub fn is_connected(&mut self) -> bool {
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         // Each event is two frames: [u16 event id + u32 value, endpoint].
