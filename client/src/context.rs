@@ -1,9 +1,10 @@
-//! What every command shares: the global flags, a client built from them, and how request errors
-//! are explained (telling an unreachable broker from a slow worker).
+//! What every command shares: the global flags, a client built from them (retrying read-only
+//! requests, never writes unless asked), and how request errors are explained (telling an
+//! unreachable broker from a slow worker and from a broker that went away mid-request).
 
 use std::time::Duration;
 
-use plantd_worker_sdk::client::{Client, ClientError};
+use plantd_worker_sdk::client::{Client, ClientError, RetryPolicy};
 
 use crate::error::CliError;
 use crate::output::OutputFormat;
@@ -13,22 +14,46 @@ use crate::output::OutputFormat;
 pub struct Context {
     /// Broker endpoint.
     pub endpoint: String,
-    /// Per-request timeout.
+    /// Timeout of each attempt of a request.
     pub timeout: Duration,
-    /// Resends after a timeout.
-    pub retries: u32,
+    /// Resends after a failed attempt, if `--retries` was given; else [`Access`] decides.
+    pub retries: Option<u32>,
     /// How results are printed.
     pub output: OutputFormat,
 }
 
 /// Longest wait of the reachability probe made after a timeout.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Resends of a read-only request after a timeout or a broker disconnect, unless `--retries`
+/// says otherwise: enough to ride out a broker restart.
+pub const READ_RETRIES: u32 = 2;
+
+/// Whether a command's request may be sent twice without harm, which decides its retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Only reads (MMI, `state get`, logger queries, `echo`): resent [`READ_RETRIES`] times.
+    Read,
+    /// May change something (`state set`/`delete`/`create-scope`/`delete-scope`/`backup`, any
+    /// `plant request`): never resent (unless `--retries` asks), so a broker that dies
+    /// mid-request is reported instead of the write being repeated.
+    Write,
+}
 
 impl Context {
-    /// A blocking client for the broker with the global timeout and retries.
-    pub fn client(&self) -> Result<Client, CliError> {
+    /// The retry policy of a command of kind `access`: `--retries` if given, else
+    /// [`READ_RETRIES`] for reads and none for writes; each attempt waits `--timeout`.
+    pub fn retry_policy(&self, access: Access) -> RetryPolicy {
+        let retries = self.retries.unwrap_or(match access {
+            Access::Read => READ_RETRIES,
+            Access::Write => 0,
+        });
+        RetryPolicy::once(self.timeout).with_retries(retries)
+    }
+
+    /// A blocking client for the broker with the retry policy of `access`.
+    pub fn client(&self, access: Access) -> Result<Client, CliError> {
         Client::connect(&self.endpoint)
-            .map(|c| c.with_timeout(self.timeout).with_retries(self.retries))
+            .map(|c| c.with_retry_policy(self.retry_policy(access)))
             .map_err(|e| match e {
                 ClientError::InvalidEndpoint(e) => {
                     CliError::Input(format!("invalid broker endpoint {e}"))
@@ -41,15 +66,27 @@ impl Context {
     /// tells an unreachable broker, a service without workers and a worker that did not answer
     /// apart.
     pub fn request_error(&self, client: &Client, service: &str, error: ClientError) -> CliError {
-        if !matches!(error, ClientError::Timeout) {
-            return CliError::Request {
-                service: service.to_owned(),
-                source: error,
-            };
+        let attempts = client.retry_policy().attempts();
+        match error {
+            ClientError::Timeout => {}
+            ClientError::BrokerDisconnected => {
+                return CliError::Disconnected {
+                    endpoint: self.endpoint.clone(),
+                    service: service.to_owned(),
+                    attempts,
+                }
+            }
+            error => {
+                return CliError::Request {
+                    service: service.to_owned(),
+                    source: error,
+                }
+            }
         }
         let unreachable = CliError::Unreachable {
             endpoint: self.endpoint.clone(),
             timeout: self.timeout,
+            attempts,
         };
         if service.starts_with("mmi.") {
             return unreachable;
@@ -61,7 +98,7 @@ impl Context {
         // Asking about the service itself also tells "no worker registered" (the request sat in
         // the broker's queue, whose time limit may be far longer than ours) from a slow worker.
         match probe.service_available(service) {
-            Err(ClientError::Timeout) => unreachable,
+            Err(ClientError::Timeout | ClientError::BrokerDisconnected) => unreachable,
             Ok(false) => CliError::Request {
                 service: service.to_owned(),
                 source: ClientError::NotFound,
@@ -69,6 +106,7 @@ impl Context {
             _ => CliError::Timeout {
                 service: service.to_owned(),
                 timeout: self.timeout,
+                attempts,
             },
         }
     }
@@ -96,6 +134,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
+/// How long a failed request waited: `within 5s`, or `to 3 attempts of 5s each`.
+pub fn waited(timeout: Duration, attempts: u32) -> String {
+    if attempts > 1 {
+        format!(
+            "to {attempts} attempts of {} each",
+            format_duration(timeout)
+        )
+    } else {
+        format!("within {}", format_duration(timeout))
+    }
+}
+
 /// Shows a duration the way `--timeout` takes it (`500ms`, `5s`, `1.5s`).
 pub fn format_duration(duration: Duration) -> String {
     if duration < Duration::from_secs(1) {
@@ -121,5 +171,28 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(waited(Duration::from_secs(5), 1), "within 5s");
+        assert_eq!(
+            waited(Duration::from_millis(500), 3),
+            "to 3 attempts of 500ms each"
+        );
+    }
+
+    #[test]
+    fn reads_retry_by_default_writes_only_when_asked() {
+        let mut ctx = Context {
+            endpoint: "tcp://127.0.0.1:1".into(),
+            timeout: Duration::from_secs(2),
+            retries: None,
+            output: OutputFormat::Text,
+        };
+        let read = ctx.retry_policy(Access::Read);
+        assert_eq!(read.attempts(), 1 + READ_RETRIES);
+        assert_eq!(read.attempt_timeout(), Duration::from_secs(2));
+        assert_eq!(ctx.retry_policy(Access::Write).attempts(), 1);
+        ctx.retries = Some(0);
+        assert_eq!(ctx.retry_policy(Access::Read).attempts(), 1);
+        ctx.retries = Some(4);
+        assert_eq!(ctx.retry_policy(Access::Write).attempts(), 5);
     }
 }

@@ -5,26 +5,41 @@ use std::time::Duration;
 use plantd_worker_sdk::client::ClientError;
 use thiserror::Error;
 
-use crate::context::format_duration;
+use crate::context::waited;
 
 /// A failed `plant` command. `main` prints it as `error: <message>` and exits non-zero.
 #[derive(Debug, Error)]
 pub enum CliError {
     /// Nothing came back from the broker at all, not even to an MMI probe.
-    #[error("broker at {endpoint} is unreachable: no reply within {}", format_duration(*.timeout))]
+    #[error("broker at {endpoint} is unreachable: no reply {}", waited(*.timeout, *.attempts))]
     Unreachable {
         /// The broker endpoint.
         endpoint: String,
-        /// How long we waited.
+        /// How long each attempt waited.
         timeout: Duration,
+        /// How many attempts were made.
+        attempts: u32,
     },
     /// The broker is up but the service did not answer in time.
-    #[error("no reply from {service} within {} (the broker is up; the worker is slow or stuck)", format_duration(*.timeout))]
+    #[error("no reply from {service} {} (the broker is up; the worker is slow or stuck)", waited(*.timeout, *.attempts))]
     Timeout {
         /// The service called.
         service: String,
-        /// How long we waited.
+        /// How long each attempt waited.
         timeout: Duration,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The broker's connection dropped (it died or restarted) while the request was in flight,
+    /// on the last attempt.
+    #[error("broker disconnected: {endpoint} went away during the request to {service}{}", disconnected_outcome(*.attempts))]
+    Disconnected {
+        /// The broker endpoint.
+        endpoint: String,
+        /// The service called.
+        service: String,
+        /// How many attempts were made.
+        attempts: u32,
     },
     /// The broker or the worker answered with an error.
     #[error("{}", describe(service, source))]
@@ -43,6 +58,15 @@ pub enum CliError {
     /// Anything else, from commands that report with `anyhow`.
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+}
+
+/// What a disconnect means for the request: a single attempt (a write) may have been carried out.
+fn disconnected_outcome(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (gave up after {attempts} attempts)")
+    } else {
+        "; it may or may not have been carried out".to_owned()
+    }
 }
 
 fn describe(service: &str, error: &ClientError) -> String {

@@ -5,6 +5,10 @@
 //! diagnostics to stderr; any failure exits 1 with one line saying what went wrong (usage errors
 //! exit 2).
 //!
+//! Read-only commands resend their request after a timeout or a broker disconnect (2 times unless
+//! `--retries` says otherwise), so they ride out a broker restart; writes are never resent unless
+//! `--retries` asks, and report a broker that went away mid-request (`context::Access`).
+//!
 //! Adding a command: a module under `commands/`, one [`Command`] variant, one arm in [`dispatch`].
 
 mod commands;
@@ -35,17 +39,14 @@ struct Cli {
         default_value = "tcp://127.0.0.1:9797"
     )]
     endpoint: String,
-    /// How long to wait for each reply: 500ms, 5s, 1.5s, 2m (a bare number is seconds).
+    /// How long each attempt waits for a reply: 500ms, 5s, 1.5s, 2m (a bare number is seconds).
     #[arg(long, global = true, env = "PLANTD_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
-    /// Resend a request this many times (on a new connection) after a timeout.
-    #[arg(
-        long,
-        global = true,
-        env = "PLANTD_CLIENT_RETRIES",
-        default_value_t = 0
-    )]
-    retries: u32,
+    /// Resend a request this many times (on a new connection) after a timeout or a broker
+    /// disconnect. Default: 2 for read-only commands (MMI, state get/list/list-scopes, logger
+    /// queries, echo), 0 for writes (state set/delete/..., any `plant request`).
+    #[arg(long, global = true, env = "PLANTD_CLIENT_RETRIES")]
+    retries: Option<u32>,
     /// Result format on stdout.
     #[arg(
         long,

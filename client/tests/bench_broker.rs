@@ -38,6 +38,15 @@ fn broker_and_ceiling_runs_verify_every_reply() {
         &["--credit", "1"][..],
         &["--clients", "1", "--window", "1"][..],
         &["--sdk-workers"][..],
+        &["--sdk-client", "async"][..],
+        &[
+            "--sdk-client",
+            "blocking",
+            "--clients",
+            "2",
+            "--window",
+            "4",
+        ][..],
     ] {
         let mut args = vec!["broker", "--requests", "2000"];
         args.extend_from_slice(extra);

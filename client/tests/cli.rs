@@ -1,15 +1,17 @@
-//! The `plant` binary against a real broker and echo module started in this process.
+//! The `plant` binary against a real broker and echo module started in this process, and against
+//! a broker in a child process that is killed mid-request.
 
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use plantd_broker::BrokerConfig;
 use plantd_module_echo::EchoConfig;
 use plantd_worker_sdk::client::Client;
-use plantd_worker_sdk::testing::{free_endpoint, free_port};
-use plantd_worker_sdk::Shutdown;
-use serde_json::Value;
+use plantd_worker_sdk::testing::{free_endpoint, free_port, wait_until, WAIT_DEADLINE};
+use plantd_worker_sdk::{Frames, HandlerError, Shutdown, Worker};
+use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const ECHO: &str = "org.plantd.module.Echo";
@@ -258,4 +260,206 @@ fn bad_arguments_are_rejected() {
         .output()
         .unwrap();
     assert!(failed(&output).contains("invalid broker endpoint"));
+}
+
+/// Set in the child process: the endpoint its broker binds.
+const CHILD_ENDPOINT: &str = "PLANTD_TEST_BROKER_CHILD_ENDPOINT";
+
+/// Not a test: the body of the broker child process that [`KillableBroker`] starts (this test
+/// binary, run with a filter selecting only this function). Without the variable it does nothing.
+#[test]
+#[ignore = "runs only as the broker child process of the other tests"]
+fn broker_child_process() {
+    let Ok(endpoint) = std::env::var(CHILD_ENDPOINT) else {
+        return;
+    };
+    let config = BrokerConfig {
+        endpoint,
+        health_host: "127.0.0.1".into(),
+        health_port: free_port(),
+        heartbeat_interval_ms: 100,
+        heartbeat_liveness: 5,
+        bus: plantd_broker::bus::BusSettings::disabled(),
+        ..BrokerConfig::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Runs until the parent kills this process.
+    runtime
+        .block_on(plantd_broker::run(config, Shutdown::new()))
+        .unwrap();
+}
+
+/// A broker in a child process, killed with SIGKILL (no goodbye replies: its connections just
+/// drop) by [`kill`](Self::kill) or on drop.
+struct KillableBroker(Child);
+
+impl KillableBroker {
+    /// Starts a broker on `endpoint` and waits until it answers MMI.
+    fn start(endpoint: &str) -> KillableBroker {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["broker_child_process", "--exact", "--ignored", "--quiet"])
+            .env(CHILD_ENDPOINT, endpoint)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the broker child process");
+        let mut broker = KillableBroker(child);
+        let probe = Client::connect(endpoint)
+            .unwrap()
+            .with_timeout(Duration::from_millis(200));
+        wait_until("the broker answers MMI", || {
+            assert!(broker.0.try_wait().unwrap().is_none(), "broker exited");
+            probe.broker_info().is_ok()
+        });
+        broker
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillableBroker {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+/// A stand-in `org.plantd.State` worker that holds the first request of each operation until
+/// [`release`](Self::release) (so it is in flight when the broker dies) and answers later ones
+/// at once with `{"value": "v"}`.
+#[derive(Clone, Default)]
+struct HoldingState {
+    state: Arc<(Mutex<Holding>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Holding {
+    /// Requests seen, by operation.
+    arrivals: HashMap<String, usize>,
+    released: bool,
+}
+
+impl HoldingState {
+    fn handler(&self) -> impl Fn(Frames) -> Result<Frames, HandlerError> {
+        let this = self.clone();
+        move |body| {
+            let operation = String::from_utf8_lossy(&body[0]).into_owned();
+            let (lock, changed) = &*this.state;
+            let mut state = lock.lock().unwrap();
+            let arrivals = state.arrivals.entry(operation).or_default();
+            *arrivals += 1;
+            let first = *arrivals == 1;
+            changed.notify_all();
+            if first {
+                let _ = changed
+                    .wait_timeout_while(state, WAIT_DEADLINE, |s| !s.released)
+                    .unwrap();
+            }
+            let reply = json!({"success": true, "data": {"value": "v"}});
+            Ok(vec![reply.to_string().into_bytes()])
+        }
+    }
+
+    fn arrivals(&self, operation: &str) -> usize {
+        let state = self.state.0.lock().unwrap();
+        state.arrivals.get(operation).copied().unwrap_or(0)
+    }
+
+    fn release(&self) {
+        self.state.0.lock().unwrap().released = true;
+        self.state.1.notify_all();
+    }
+}
+
+/// Starts `plant --endpoint <endpoint> args...` without waiting for it.
+fn spawn_plant(endpoint: &str, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_plant"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .env_remove("PLANTD_CLIENT_OUTPUT")
+        .env_remove("PLANTD_CLIENT_RETRIES")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `plant` to exit: well before its 60 s timeout, so only the broker's death (or the
+/// reply after its restart) can have ended it.
+fn finish(mut child: Child) -> Output {
+    wait_until("plant exits", || child.try_wait().unwrap().is_some());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_read_survives_a_broker_restart_and_a_write_is_not_resent() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let endpoint = free_endpoint();
+    let broker = KillableBroker::start(&endpoint);
+    let state = HoldingState::default();
+    let worker = Worker::builder("org.plantd.State")
+        .endpoint(&endpoint)
+        .heartbeat(Duration::from_millis(100))
+        .liveness(5)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .handler(state.handler())
+        .build()
+        .unwrap();
+    let shutdown = Shutdown::new();
+    let worker = runtime.spawn(worker.run(shutdown.clone()));
+    let probe = Client::connect(&endpoint)
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    wait_until("the state worker is registered", || {
+        probe.service_available("org.plantd.State").unwrap_or(false)
+    });
+
+    // A read held by the worker when the broker dies is resent and answered after the restart.
+    let get = spawn_plant(&endpoint, &["--timeout", "60s", "state", "get", "k"]);
+    wait_until("the get reached the worker", || {
+        state.arrivals("state-get") == 1
+    });
+    broker.kill();
+    let broker = KillableBroker::start(&endpoint);
+    let output = finish(get);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let data: Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+    assert_eq!(data["value"], "v");
+    assert_eq!(
+        state.arrivals("state-get"),
+        2,
+        "sent twice: once per broker"
+    );
+
+    // A write held when the broker dies is not resent: plant reports the disconnect and exits.
+    let set = spawn_plant(&endpoint, &["--timeout", "60s", "state", "set", "k", "w"]);
+    wait_until("the set reached the worker", || {
+        state.arrivals("state-set") == 1
+    });
+    broker.kill();
+    let error = failed(&finish(set));
+    assert!(error.contains("broker disconnected"), "{error}");
+    assert!(
+        error.contains("may or may not have been carried out"),
+        "{error}"
+    );
+    let _broker = KillableBroker::start(&endpoint);
+    assert_eq!(state.arrivals("state-set"), 1, "the write was resent");
+
+    state.release();
+    shutdown.cancel();
+    runtime
+        .block_on(async { tokio::time::timeout(WAIT_DEADLINE, worker).await })
+        .expect("worker did not stop")
+        .unwrap()
+        .unwrap();
 }

@@ -23,7 +23,7 @@ use plantd_worker_sdk::bus::{
 use plantd_worker_sdk::protocol::bus::{encode_msgpack, parse_payload};
 use serde_json::{json, Value};
 
-use crate::context::{format_duration, parse_duration, Context};
+use crate::context::{format_duration, parse_duration, Access, Context};
 use crate::error::CliError;
 use crate::output::{self, OutputFormat};
 
@@ -123,7 +123,7 @@ fn bus_endpoint(
     if let Some(endpoint) = explicit {
         return Ok(endpoint);
     }
-    let client = ctx.client()?;
+    let client = ctx.client(Access::Read)?;
     let info = client
         .broker_info()
         .map_err(|e| ctx.request_error(&client, "mmi.broker", e))?;

@@ -6,7 +6,7 @@
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::context::Context;
+use crate::context::{Access, Context};
 use crate::error::CliError;
 use crate::output::{self, OutputFormat};
 
@@ -22,7 +22,7 @@ pub struct EchoArgs {
 
 /// Runs `plant echo`.
 pub fn run(ctx: &Context, args: EchoArgs) -> Result<(), CliError> {
-    let client = ctx.client()?;
+    let client = ctx.client(Access::Read)?;
     let payload = json!({ "service": "org.plantd.Client", "message": args.message });
     let request = vec![b"echo".to_vec(), payload.to_string().into_bytes()];
     let reply = client

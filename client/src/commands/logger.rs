@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
-use crate::context::{format_duration, Context};
+use crate::context::{format_duration, Access, Context};
 use crate::error::CliError;
 use crate::output::{self, OutputFormat};
 
@@ -152,7 +152,7 @@ pub fn events_request(command: &EventsCommand) -> (&'static str, Value) {
 
 /// Sends one request to the logger and returns the reply's data.
 fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Value, CliError> {
-    let client = ctx.client()?;
+    let client = ctx.client(Access::Read)?;
     let reply = client
         .request(
             LOGGER_SERVICE,

@@ -5,7 +5,7 @@ use clap::Args;
 use plantd_worker_sdk::client::{Client, ClientError};
 use serde_json::json;
 
-use crate::context::{format_duration, Context};
+use crate::context::{format_duration, Access, Context};
 use crate::error::CliError;
 use crate::output::{self, OutputFormat};
 
@@ -35,7 +35,7 @@ fn query<T>(
 
 /// `plant services`: every service the broker knows, with worker and queue counts.
 pub fn services(ctx: &Context) -> Result<(), CliError> {
-    let client = ctx.client()?;
+    let client = ctx.client(Access::Read)?;
     let services = query(ctx, &client, "mmi.services", Client::services)?;
     match ctx.output {
         OutputFormat::Json => output::print_json(&json!(services)),
@@ -58,7 +58,7 @@ pub fn services(ctx: &Context) -> Result<(), CliError> {
 
 /// `plant service <name>`: whether a service has a registered worker. Exits non-zero if not.
 pub fn service(ctx: &Context, args: ServiceArgs) -> Result<(), CliError> {
-    let client = ctx.client()?;
+    let client = ctx.client(Access::Read)?;
     let available = query(ctx, &client, "mmi.service", |c| {
         c.service_available(&args.name)
     })?;
@@ -83,7 +83,7 @@ pub fn service(ctx: &Context, args: ServiceArgs) -> Result<(), CliError> {
 
 /// `plant workers <service>`: the workers registered for a service.
 pub fn workers(ctx: &Context, args: WorkersArgs) -> Result<(), CliError> {
-    let client = ctx.client()?;
+    let client = ctx.client(Access::Read)?;
     let workers = client.workers(&args.service).map_err(|e| match e {
         ClientError::NotFound => CliError::Request {
             service: args.service.clone(),
@@ -113,7 +113,7 @@ pub fn workers(ctx: &Context, args: WorkersArgs) -> Result<(), CliError> {
 
 /// `plant broker`: version, uptime, counts, counters and buses of the broker.
 pub fn broker(ctx: &Context) -> Result<(), CliError> {
-    let client = ctx.client()?;
+    let client = ctx.client(Access::Read)?;
     let info = query(ctx, &client, "mmi.broker", Client::broker_info)?;
     if ctx.output == OutputFormat::Json {
         return output::print_json(&json!(info));

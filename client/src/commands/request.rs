@@ -10,7 +10,7 @@ use clap::Args;
 use plantd_worker_sdk::client::Reply;
 use serde_json::Value;
 
-use crate::context::Context;
+use crate::context::{Access, Context};
 use crate::error::CliError;
 use crate::output::{self, OutputFormat};
 
@@ -35,7 +35,7 @@ pub struct RequestArgs {
 /// Runs `plant request`.
 pub fn run(ctx: &Context, args: RequestArgs) -> Result<(), CliError> {
     let body = body(&args)?;
-    let client = ctx.client()?;
+    let client = ctx.client(Access::Write)?;
     let service = args.service.as_str();
     if !args.stream {
         let reply = client

@@ -3,12 +3,14 @@
 //! Every subcommand sends one `[operation, json]` request and prints the reply's `data` as JSON on
 //! stdout (whatever `--output` says: the data is JSON). An error reply becomes a one-line error
 //! (`error: SCOPE_NOT_FOUND: scope 'x' does not exist`) and exit 1. Values are parsed as JSON when
-//! they are valid JSON and sent as strings otherwise; `--string` always sends a string.
+//! they are valid JSON and sent as strings otherwise; `--string` always sends a string. Reads
+//! (`get`, `list`, `list-scopes`) are resent after a broker restart; writes are not
+//! ([`StateCommand::access`]).
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
-use crate::context::Context;
+use crate::context::{Access, Context};
 use crate::error::CliError;
 use crate::output;
 
@@ -69,6 +71,22 @@ pub enum StateCommand {
     },
 }
 
+impl StateCommand {
+    /// Whether the command only reads (and is resent after a broker restart) or writes.
+    pub fn access(&self) -> Access {
+        match self {
+            StateCommand::Get { .. } | StateCommand::List | StateCommand::ListScopes => {
+                Access::Read
+            }
+            StateCommand::Set { .. }
+            | StateCommand::Delete { .. }
+            | StateCommand::CreateScope
+            | StateCommand::DeleteScope
+            | StateCommand::Backup { .. } => Access::Write,
+        }
+    }
+}
+
 /// The value to send for `raw`: JSON when it parses (unless `force_string`), else a string.
 pub fn parse_value(raw: &str, force_string: bool) -> Value {
     if force_string {
@@ -102,7 +120,7 @@ pub fn request_for(args: &StateArgs) -> (&'static str, Value) {
 /// Runs `plant state ...` and prints the reply's data.
 pub fn run(ctx: &Context, args: StateArgs) -> Result<(), CliError> {
     let (op, body) = request_for(&args);
-    let client = ctx.client()?;
+    let client = ctx.client(args.command.access())?;
     let reply = client
         .request(
             STATE_SERVICE,
@@ -148,6 +166,8 @@ mod tests {
             )
         );
         assert_eq!(request_for(&args(StateCommand::List)).0, "list-keys");
+        assert_eq!(a.command.access(), Access::Write);
+        assert_eq!(StateCommand::ListScopes.access(), Access::Read);
         assert_eq!(
             request_for(&args(StateCommand::ListScopes)),
             ("list-scopes", json!({}))

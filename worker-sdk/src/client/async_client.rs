@@ -2,9 +2,10 @@
 //! concurrent requests.
 //!
 //! Requests reach the thread over a channel plus a doorbell; each in-flight request gets a socket
-//! of its own and the thread polls them all at once, so thousands of concurrent requests cost one
-//! thread. Replies go back over a tokio channel per request. A request whose caller went away is
-//! dropped together with its socket.
+//! of its own and the thread polls them all at once (for replies and for dropped connections),
+//! so hundreds of concurrent requests cost one thread (libzmq's 1023 sockets per context stop one
+//! client at roughly 800 in flight; past the pool's 64 idle sockets each request opens its own). Replies go back over a tokio channel per
+//! request. A request whose caller went away is dropped together with its socket.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -17,10 +18,11 @@ use crate::protocol::{self, Dialect};
 use crate::wake::{millis_ceil, Doorbell, Waker};
 use crate::Frames;
 
+use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
+use super::retry::{Attempts, RetryPolicy};
 use super::{
-    check_service, classify, connect_socket, send_request, ClientError, Incoming, Options, Reply,
-    MAX_IDLE_SOCKETS,
+    check_service, classify, send_request, ClientError, Incoming, Options, Reply, MAX_IDLE_SOCKETS,
 };
 
 /// An async MDP client. Cheap to clone (clones share the I/O thread); the thread stops when the
@@ -59,7 +61,7 @@ impl AsyncClient {
     /// invalid endpoint; the broker need not be up yet. No runtime is needed to create it.
     pub fn connect(endpoint: &str) -> Result<AsyncClient, ClientError> {
         let context = zmq::Context::new();
-        let first = connect_socket(&context, endpoint)?;
+        let first = Connection::open(&context, endpoint)?;
         let (doorbell, waker) = Doorbell::new(&context)?;
         let (commands_tx, commands_rx) = mpsc::channel();
         let io = IoThread {
@@ -84,15 +86,23 @@ impl AsyncClient {
         })
     }
 
-    /// This client with a different per-request timeout (default 5 s).
+    /// This client with a different timeout for each attempt of a request (default 5 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
+        self.options.retry = self.options.retry.with_attempt_timeout(timeout);
         self
     }
 
-    /// This client with `retries` resends after a timeout (default 0).
+    /// This client with `retries` resends after a failed attempt (default 0); the same as a
+    /// [`RetryPolicy`] of `retries + 1` attempts of the current timeout. Only for idempotent
+    /// requests: a resend may run a request twice.
     pub fn with_retries(mut self, retries: u32) -> Self {
-        self.options.retries = retries;
+        self.options.retry = self.options.retry.with_retries(retries);
+        self
+    }
+
+    /// This client with `policy`'s attempts and per-attempt timeout.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry = policy;
         self
     }
 
@@ -107,9 +117,14 @@ impl AsyncClient {
         &self.shared.endpoint
     }
 
-    /// The per-request timeout.
+    /// The timeout of each attempt of a request.
     pub fn timeout(&self) -> Duration {
-        self.options.timeout
+        self.options.retry.attempt_timeout()
+    }
+
+    /// The attempts and per-attempt timeout of each request.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.options.retry
     }
 
     /// Sends `body` to `service` and returns the FINAL reply's frames (PARTIALs are skipped).
@@ -196,23 +211,97 @@ impl AsyncReplyStream {
 
 /// One request in flight on the I/O thread.
 struct Pending {
-    socket: zmq::Socket,
+    /// The current attempt's connection.
+    connection: Connection,
+    /// Whether the current attempt went out (else it waits for its connection to come up).
+    sent: bool,
     service: String,
-    /// Kept for resends while retries remain.
+    /// Kept for resends while attempts remain.
     body: Frames,
     options: Options,
-    tries_left: u32,
+    attempts: Attempts,
     deadline: Instant,
-    received_any: bool,
     replies: UnboundedSender<Result<Reply, ClientError>>,
+}
+
+/// What [`Pending::look`] found.
+enum Looked {
+    /// Nothing to do until the next wake-up or the deadline.
+    Waiting,
+    /// The connection dropped with the request sent: it is lost.
+    Lost,
+    /// Finished (answered, failed or abandoned).
+    Done(Step),
+}
+
+impl Pending {
+    /// Reads the request's replies, sends it if it waits for its connection and that is up, and
+    /// tells a dropped connection.
+    fn look(&mut self) -> Looked {
+        loop {
+            // Re-read after every socket call: the wake item only reports changes made after the
+            // last read (see `connection`).
+            let state = match self.connection.state() {
+                Ok(state) => state,
+                Err(e) => {
+                    let _ = self.replies.send(Err(e));
+                    return Looked::Done(Step::Discard);
+                }
+            };
+            // Replies first: one that arrived before the connection dropped still answers.
+            if state.readable {
+                let Ok(frames) = protocol::recv_frames(self.connection.socket(), zmq::DONTWAIT)
+                else {
+                    continue;
+                };
+                match classify(frames, &self.service) {
+                    Incoming::Partial(body) => {
+                        self.attempts.replied();
+                        self.deadline = Instant::now() + self.options.retry.attempt_timeout();
+                        if self.replies.send(Ok(Reply::Partial(body))).is_err() {
+                            return Looked::Done(Step::Discard);
+                        }
+                    }
+                    Incoming::Final(result) => {
+                        let _ = self.replies.send(result.map(Reply::Final));
+                        return Looked::Done(Step::Recycle);
+                    }
+                    Incoming::Stale => {}
+                }
+            } else if !self.sent && state.connected {
+                let body = self.attempts.body_to_send(&mut self.body);
+                match send_request(
+                    self.connection.socket(),
+                    self.options.dialect,
+                    &self.service,
+                    body,
+                ) {
+                    Ok(()) => self.sent = true,
+                    // The connection dropped just now: the last attempt's body is gone with it.
+                    Err(ClientError::Zmq(zmq::Error::EAGAIN)) => return Looked::Lost,
+                    Err(e) => {
+                        let _ = self.replies.send(Err(e));
+                        return Looked::Done(Step::Discard);
+                    }
+                }
+            } else if self.sent && !state.connected {
+                return Looked::Lost;
+            } else {
+                return Looked::Waiting;
+            }
+        }
+    }
 }
 
 /// What to do with a pending request after looking at it.
 enum Step {
     Keep,
-    /// Finished: put its socket back in the pool.
+    /// Started another attempt on a new connection: look at it again at once, which sends it if
+    /// the connection is up and arms its wake item.
+    Retry,
+    /// Finished: put its connection back in the pool.
     Recycle,
-    /// Finished or abandoned: close its socket.
+    /// Finished or abandoned: close its connection.
     Discard,
 }
 
@@ -221,7 +310,7 @@ struct IoThread {
     endpoint: String,
     doorbell: Doorbell,
     commands: mpsc::Receiver<Command>,
-    idle: Vec<zmq::Socket>,
+    idle: Vec<Connection>,
     pending: Vec<Pending>,
 }
 
@@ -250,18 +339,22 @@ impl IoThread {
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
             }
-            // Walk backwards so swap_remove never moves an unvisited request; new requests were
-            // pushed after `readable` was computed and are skipped by the bound.
+            // Walk backwards so swap_remove never moves an unvisited request. New requests were
+            // pushed after `readable` was computed: they are looked at now (and sent if their
+            // connection is up), which also arms their wake items for the next poll.
             let polled = readable.len() - 1;
             for index in (0..self.pending.len()).rev() {
-                let socket_ready = index < polled && readable[index + 1];
-                let step = self.step(index, socket_ready);
+                let woken = index >= polled || readable[index + 1];
+                let mut step = self.step(index, woken);
+                while let Step::Retry = step {
+                    step = self.step(index, true);
+                }
                 match step {
-                    Step::Keep => {}
+                    Step::Keep | Step::Retry => {}
                     Step::Recycle => {
                         let done = self.pending.swap_remove(index);
                         if self.idle.len() < MAX_IDLE_SOCKETS {
-                            self.idle.push(done.socket);
+                            self.idle.push(done.connection);
                         }
                     }
                     Step::Discard => {
@@ -272,8 +365,8 @@ impl IoThread {
         }
     }
 
-    /// Polls the doorbell and every pending socket until something is readable or the earliest
-    /// deadline passes. Returns readability, doorbell first.
+    /// Polls the doorbell and every pending request's connection until something may have
+    /// changed or the earliest deadline passes. Returns readability, doorbell first.
     fn poll(&self) -> zmq::Result<Vec<bool>> {
         let now = Instant::now();
         let timeout = self
@@ -284,22 +377,21 @@ impl IoThread {
             .map_or(-1, millis_ceil);
         let mut items = Vec::with_capacity(self.pending.len() + 1);
         items.push(self.doorbell.as_poll_item());
-        items.extend(
-            self.pending
-                .iter()
-                .map(|p| p.socket.as_poll_item(zmq::POLLIN)),
-        );
+        items.extend(self.pending.iter().map(|p| p.connection.wake_item()));
         zmq::poll(&mut items, timeout)?;
         Ok(items.iter().map(|i| i.is_readable()).collect())
     }
 
-    fn checkout(&mut self) -> Result<zmq::Socket, ClientError> {
+    /// A pooled connection (ZeroMQ reconnects it by itself if it dropped while idle) or a new one.
+    fn checkout(&mut self) -> Result<Connection, ClientError> {
         match self.idle.pop() {
-            Some(socket) => Ok(socket),
-            None => connect_socket(&self.context, &self.endpoint),
+            Some(connection) => Ok(connection),
+            None => Connection::open(&self.context, &self.endpoint),
         }
     }
 
+    /// Takes on a new request; it is sent by its first [`step`](Self::step), once its
+    /// connection is up.
     fn start(
         &mut self,
         service: String,
@@ -307,24 +399,15 @@ impl IoThread {
         options: Options,
         replies: UnboundedSender<Result<Reply, ClientError>>,
     ) {
-        let mut pending_body = body;
-        let sent = self.checkout().and_then(|socket| {
-            let body = if options.retries > 0 {
-                pending_body.clone()
-            } else {
-                std::mem::take(&mut pending_body)
-            };
-            send_request(&socket, options.dialect, &service, body).map(|()| socket)
-        });
-        match sent {
-            Ok(socket) => self.pending.push(Pending {
-                socket,
+        match self.checkout() {
+            Ok(connection) => self.pending.push(Pending {
+                connection,
+                sent: false,
                 service,
-                body: pending_body,
+                body,
                 options,
-                tries_left: options.retries,
-                deadline: Instant::now() + options.timeout,
-                received_any: false,
+                attempts: Attempts::new(&options.retry),
+                deadline: Instant::now() + options.retry.attempt_timeout(),
                 replies,
             }),
             Err(e) => {
@@ -333,61 +416,37 @@ impl IoThread {
         }
     }
 
-    /// Advances one pending request: reads its replies, handles its timeout.
-    fn step(&mut self, index: usize, socket_ready: bool) -> Step {
+    /// Advances one pending request: when `woken` (its connection may have changed), looks at
+    /// it; then starts its next attempt after a dropped connection or a timeout, or fails it.
+    fn step(&mut self, index: usize, woken: bool) -> Step {
         let pending = &mut self.pending[index];
         if pending.replies.is_closed() {
             return Step::Discard;
         }
-        if socket_ready {
-            loop {
-                let frames = match protocol::recv_frames(&pending.socket, zmq::DONTWAIT) {
-                    Ok(frames) => frames,
-                    Err(_) => break,
-                };
-                match classify(frames, &pending.service) {
-                    Incoming::Partial(body) => {
-                        pending.received_any = true;
-                        pending.deadline = Instant::now() + pending.options.timeout;
-                        if pending.replies.send(Ok(Reply::Partial(body))).is_err() {
-                            return Step::Discard;
-                        }
-                    }
-                    Incoming::Final(result) => {
-                        let _ = pending.replies.send(result.map(Reply::Final));
-                        return Step::Recycle;
-                    }
-                    Incoming::Stale => {}
-                }
-            }
-        }
-        if Instant::now() < pending.deadline {
-            return Step::Keep;
-        }
-        if pending.received_any || pending.tries_left == 0 {
-            let _ = pending.replies.send(Err(ClientError::Timeout));
+        let looked = if woken {
+            pending.look()
+        } else {
+            Looked::Waiting
+        };
+        let failure = match looked {
+            Looked::Done(step) => return step,
+            Looked::Lost => ClientError::BrokerDisconnected,
+            Looked::Waiting if Instant::now() >= pending.deadline => ClientError::Timeout,
+            Looked::Waiting => return Step::Keep,
+        };
+        if let Err(error) = pending.attempts.retry_after(failure) {
+            let _ = pending.replies.send(Err(error));
             return Step::Discard;
         }
-        // Resend on a new socket; the old one (and any late reply on it) is closed.
-        pending.tries_left -= 1;
-        let body = if pending.tries_left > 0 {
-            pending.body.clone()
-        } else {
-            std::mem::take(&mut pending.body)
-        };
-        let (service, dialect, timeout) = (
-            pending.service.clone(),
-            pending.options.dialect,
-            pending.options.timeout,
-        );
-        let resent = connect_socket(&self.context, &self.endpoint)
-            .and_then(|socket| send_request(&socket, dialect, &service, body).map(|()| socket));
-        let pending = &mut self.pending[index];
-        match resent {
-            Ok(socket) => {
-                pending.socket = socket;
-                pending.deadline = Instant::now() + timeout;
-                Step::Keep
+        // The next attempt on a brand-new connection (a pooled one that has not yet noticed the
+        // same broker's death would lose it at once); the old one, and any late reply on it, is
+        // closed.
+        match Connection::open(&self.context, &self.endpoint) {
+            Ok(connection) => {
+                pending.connection = connection;
+                pending.sent = false;
+                pending.deadline = Instant::now() + pending.options.retry.attempt_timeout();
+                Step::Retry
             }
             Err(e) => {
                 let _ = pending.replies.send(Err(e));

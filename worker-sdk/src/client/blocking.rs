@@ -1,4 +1,5 @@
-//! The blocking client: each request runs on the caller's thread with a pooled socket of its own.
+//! The blocking client: each request runs on the caller's thread with a pooled socket of its own,
+//! watching for its reply and for its connection dropping.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,10 +8,11 @@ use crate::protocol::{self, Dialect};
 use crate::wake::millis_ceil;
 use crate::Frames;
 
+use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
+use super::retry::{Attempts, RetryPolicy};
 use super::{
-    check_service, classify, connect_socket, send_request, ClientError, Incoming, Options, Reply,
-    MAX_IDLE_SOCKETS,
+    check_service, classify, send_request, ClientError, Incoming, Options, Reply, MAX_IDLE_SOCKETS,
 };
 
 /// A blocking MDP client. `Send + Sync` and cheap to clone (clones share the socket pool), so
@@ -24,7 +26,7 @@ pub struct Client {
 struct Shared {
     context: zmq::Context,
     endpoint: String,
-    idle: Mutex<Vec<zmq::Socket>>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl Client {
@@ -32,7 +34,7 @@ impl Client {
     /// not be up yet.
     pub fn connect(endpoint: &str) -> Result<Client, ClientError> {
         let context = zmq::Context::new();
-        let first = connect_socket(&context, endpoint)?;
+        let first = Connection::open(&context, endpoint)?;
         Ok(Client {
             shared: Arc::new(Shared {
                 context,
@@ -43,15 +45,23 @@ impl Client {
         })
     }
 
-    /// This client with a different per-request timeout (default 5 s).
+    /// This client with a different timeout for each attempt of a request (default 5 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
+        self.options.retry = self.options.retry.with_attempt_timeout(timeout);
         self
     }
 
-    /// This client with `retries` resends after a timeout (default 0).
+    /// This client with `retries` resends after a failed attempt (default 0); the same as a
+    /// [`RetryPolicy`] of `retries + 1` attempts of the current timeout. Only for idempotent
+    /// requests: a resend may run a request twice.
     pub fn with_retries(mut self, retries: u32) -> Self {
-        self.options.retries = retries;
+        self.options.retry = self.options.retry.with_retries(retries);
+        self
+    }
+
+    /// This client with `policy`'s attempts and per-attempt timeout.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry = policy;
         self
     }
 
@@ -66,9 +76,14 @@ impl Client {
         &self.shared.endpoint
     }
 
-    /// The per-request timeout.
+    /// The timeout of each attempt of a request.
     pub fn timeout(&self) -> Duration {
-        self.options.timeout
+        self.options.retry.attempt_timeout()
+    }
+
+    /// The attempts and per-attempt timeout of each request.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.options.retry
     }
 
     /// Sends `body` to `service` and returns the FINAL reply's frames (PARTIALs are skipped).
@@ -92,12 +107,15 @@ impl Client {
             client: self.clone(),
             service: service.to_owned(),
             body,
-            tries_left: self.options.retries,
-            socket: None,
-            received_any: false,
+            attempts: Attempts::new(&self.options.retry),
+            connection: None,
+            sent: false,
+            deadline: Instant::now(),
             done: false,
         };
-        stream.send()?;
+        stream.attempt_on(self.checkout()?);
+        // Out now if the connection is up (else as soon as it is, while replies are awaited).
+        stream.send_if_connected()?;
         Ok(stream)
     }
 
@@ -121,7 +139,8 @@ impl Client {
         mmi::parse_json(&self.request(mmi::BROKER, Vec::new())?)
     }
 
-    fn checkout(&self) -> Result<zmq::Socket, ClientError> {
+    /// A pooled connection (ZeroMQ reconnects it by itself if it dropped while idle) or a new one.
+    fn checkout(&self) -> Result<Connection, ClientError> {
         let pooled = self
             .shared
             .idle
@@ -129,15 +148,19 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner())
             .pop();
         match pooled {
-            Some(socket) => Ok(socket),
-            None => connect_socket(&self.shared.context, &self.shared.endpoint),
+            Some(connection) => Ok(connection),
+            None => self.open(),
         }
     }
 
-    fn checkin(&self, socket: zmq::Socket) {
+    fn open(&self) -> Result<Connection, ClientError> {
+        Connection::open(&self.shared.context, &self.shared.endpoint)
+    }
+
+    fn checkin(&self, connection: Connection) {
         let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_SOCKETS {
-            idle.push(socket);
+            idle.push(connection);
         }
     }
 }
@@ -146,70 +169,107 @@ impl Client {
 pub struct ReplyStream {
     client: Client,
     service: String,
-    /// Kept for resends while retries remain; taken by the last try.
+    /// Kept for resends while attempts remain; taken by the last one.
     body: Frames,
-    tries_left: u32,
-    socket: Option<zmq::Socket>,
-    received_any: bool,
+    attempts: Attempts,
+    /// The current attempt's connection; `None` once the request is over.
+    connection: Option<Connection>,
+    /// Whether the current attempt went out (else it waits for its connection to come up).
+    sent: bool,
+    /// When the current wait (for the connection and the first reply, or for the next reply)
+    /// times out.
+    deadline: Instant,
     done: bool,
 }
 
 impl ReplyStream {
-    /// Sends (or resends) the request on a socket of its own.
-    fn send(&mut self) -> Result<(), ClientError> {
-        let socket = self.client.checkout()?;
-        let body = if self.tries_left > 0 {
-            self.body.clone()
-        } else {
-            std::mem::take(&mut self.body)
+    /// Starts an attempt on `connection`; the request goes out once it is connected.
+    fn attempt_on(&mut self, connection: Connection) {
+        self.connection = Some(connection);
+        self.sent = false;
+        self.deadline = Instant::now() + self.client.options.retry.attempt_timeout();
+    }
+
+    /// Sends the current attempt if it has not gone out yet and its connection is up.
+    fn send_if_connected(&mut self) -> Result<(), ClientError> {
+        let Some(connection) = self.connection.as_ref() else {
+            return Err(ClientError::Closed);
         };
-        send_request(&socket, self.client.options.dialect, &self.service, body)?;
-        self.socket = Some(socket);
+        if self.sent || !connection.state()?.connected {
+            return Ok(());
+        }
+        let body = self.attempts.body_to_send(&mut self.body);
+        let dialect = self.client.options.dialect;
+        match send_request(connection.socket(), dialect, &self.service, body) {
+            Ok(()) => {
+                self.sent = true;
+                Ok(())
+            }
+            // The connection dropped just now: the last attempt's body is gone with it.
+            Err(ClientError::Zmq(zmq::Error::EAGAIN)) => {
+                self.retry_after(ClientError::BrokerDisconnected)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the current attempt, which failed with `error`: its socket is closed (a late reply
+    /// can reach nobody) and the next attempt starts on a brand-new connection if attempts
+    /// remain; else `error`. Never a pooled connection: one that has not yet noticed the same
+    /// broker's death would lose the resend at once.
+    fn retry_after(&mut self, error: ClientError) -> Result<(), ClientError> {
+        self.connection = None;
+        self.attempts.retry_after(error)?;
+        let fresh = self.client.open()?;
+        self.attempt_on(fresh);
         Ok(())
     }
 
     fn next_reply(&mut self) -> Result<Reply, ClientError> {
-        let timeout = self.client.options.timeout;
-        let mut deadline = Instant::now() + timeout;
+        self.deadline = Instant::now() + self.client.options.retry.attempt_timeout();
         loop {
-            let Some(socket) = self.socket.as_ref() else {
+            let Some(connection) = self.connection.as_ref() else {
                 return Err(ClientError::Closed);
             };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                // The socket may still get the late reply: close it so nobody else can.
-                self.socket = None;
-                if self.received_any || self.tries_left == 0 {
-                    return Err(ClientError::Timeout);
-                }
-                self.tries_left -= 1;
-                self.send()?;
-                deadline = Instant::now() + timeout;
-                continue;
-            }
-            let mut items = [socket.as_poll_item(zmq::POLLIN)];
-            zmq::poll(&mut items, millis_ceil(remaining))?;
-            if !items[0].is_readable() {
-                continue;
-            }
-            let frames = match protocol::recv_frames(socket, zmq::DONTWAIT) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            match classify(frames, &self.service) {
-                Incoming::Partial(body) => {
-                    self.received_any = true;
-                    return Ok(Reply::Partial(body));
-                }
-                Incoming::Final(result) => {
-                    if let Some(socket) = self.socket.take() {
-                        self.client.checkin(socket);
+            // Re-read after every wake-up and socket call: the wake item only reports changes
+            // made after the last read (see `connection`).
+            let state = connection.state()?;
+            // Replies first: one that arrived before the connection dropped still answers.
+            if state.readable {
+                let frames = match protocol::recv_frames(connection.socket(), zmq::DONTWAIT) {
+                    Ok(frames) => frames,
+                    Err(zmq::Error::EAGAIN) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                match classify(frames, &self.service) {
+                    Incoming::Partial(body) => {
+                        self.attempts.replied();
+                        return Ok(Reply::Partial(body));
                     }
-                    return result.map(Reply::Final);
+                    Incoming::Final(result) => {
+                        if let Some(connection) = self.connection.take() {
+                            self.client.checkin(connection);
+                        }
+                        return result.map(Reply::Final);
+                    }
+                    Incoming::Stale => continue,
                 }
-                Incoming::Stale => {}
             }
+            if !self.sent && state.connected {
+                self.send_if_connected()?;
+                continue;
+            }
+            if self.sent && !state.connected {
+                self.retry_after(ClientError::BrokerDisconnected)?;
+                continue;
+            }
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                self.retry_after(ClientError::Timeout)?;
+                continue;
+            }
+            let mut items = [connection.wake_item()];
+            zmq::poll(&mut items, millis_ceil(remaining))?;
         }
     }
 }

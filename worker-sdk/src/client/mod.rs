@@ -14,14 +14,28 @@
 //!
 //! **Sockets.** MDP carries no request ids, so every in-flight request has a DEALER socket to
 //! itself, taken from a pool and returned only after its FINAL arrived. A socket whose request
-//! timed out or was abandoned is closed, never reused, so a late reply cannot reach another
-//! request. A reply whose service frame is not the requested service is dropped as stale.
+//! timed out, lost its connection or was abandoned is closed, never reused, so a late reply cannot
+//! reach another request. A reply whose service frame is not the requested service is dropped as
+//! stale.
 //!
-//! **Timeouts and retries.** The timeout bounds the wait for each reply message (for a plain
-//! request that is the whole request, unless the worker streams PARTIALs). On a timeout with no
-//! reply at all yet, the client follows the RFC's advice: close the socket, open a new one and
-//! resend, up to `retries` times, then fail with [`ClientError::Timeout`]. The default is no
-//! retry, because a resend may run a non-idempotent request twice; opt in with `with_retries`.
+//! **Broker disconnects.** Each socket tells when its connection to the broker is up and when it
+//! drops (`ZMQ_IMMEDIATE` and `ZMQ_EVENTS`, at no extra cost; see `connection.rs` for how and why
+//! not libzmq's socket monitor). A request waits in the client until its connection is up, within
+//! its timeout. When the connection drops while a request is in flight (the broker died or
+//! restarted, or the link broke), the broker that held the request's routing is gone and no reply
+//! can come: the request fails at once with [`ClientError::BrokerDisconnected`] instead of waiting
+//! out its timeout, or is resent if its [`RetryPolicy`] has attempts left. Either way its outcome
+//! is unknown: the worker may have carried it out.
+//!
+//! **Timeouts and retries** ([`RetryPolicy`], the zguide's Lazy Pirate). The timeout bounds each
+//! attempt: the wait for each reply message (for a plain request that is the whole attempt,
+//! unless the worker streams PARTIALs). An attempt that times out or loses its connection before
+//! any reply is abandoned (its socket closed) and, while attempts remain, the request is sent
+//! again on a brand-new socket, which ZeroMQ connects as soon as the broker is reachable; the last
+//! attempt's failure is the error. So a plain request fails within `attempts × timeout` at worst
+//! ([`RetryPolicy::worst_case`]). The default is one attempt, because a resend may run a
+//! non-idempotent request twice; opt in with `with_retries` or `with_retry_policy` for
+//! idempotent requests.
 //!
 //! **Errors.** Broker and worker error replies (`["plantd.error", code, message]`) become typed
 //! errors: `404` [`ClientError::NotFound`], `503` [`ClientError::QueueFull`], `504`
@@ -30,7 +44,9 @@
 
 mod async_client;
 mod blocking;
+mod connection;
 mod mmi;
+mod retry;
 
 use std::time::Duration;
 
@@ -45,10 +61,11 @@ use crate::Frames;
 pub use async_client::{AsyncClient, AsyncReplyStream};
 pub use blocking::{Client, ReplyStream};
 pub use mmi::{BrokerInfo, BusInfo, ServiceInfo, WorkerInfo};
+pub use retry::RetryPolicy;
 
-/// Default per-request timeout.
+/// Default timeout of each attempt of a request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default number of resends after a timeout (none: see the module docs).
+/// Default number of resends after a failed attempt (none: see the module docs).
 pub const DEFAULT_RETRIES: u32 = 0;
 /// Idle sockets a client keeps for reuse; more concurrent requests open (and later close) extra.
 const MAX_IDLE_SOCKETS: usize = 64;
@@ -80,6 +97,11 @@ pub enum ClientError {
     /// No reply within the timeout, after all retries.
     #[error("timed out waiting for a reply")]
     Timeout,
+    /// The connection to the broker dropped while the request was in flight (the broker died or
+    /// restarted), after all retries: no reply can come. The request may or may not have been
+    /// carried out.
+    #[error("broker disconnected while the request was in flight")]
+    BrokerDisconnected,
     /// The reply was not what the protocol (or an MMI query) promises.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -106,38 +128,31 @@ pub enum Reply {
     Final(Frames),
 }
 
-/// Timeout, retries and dialect of one client handle.
+/// Retry policy (timeouts included) and dialect of one client handle.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Options {
-    pub(crate) timeout: Duration,
-    pub(crate) retries: u32,
+    pub(crate) retry: RetryPolicy,
     pub(crate) dialect: Dialect,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            timeout: DEFAULT_TIMEOUT,
-            retries: DEFAULT_RETRIES,
+            retry: RetryPolicy::default(),
             dialect: Dialect::V02,
         }
     }
 }
 
-/// A new DEALER connected to `endpoint`.
-pub(crate) fn connect_socket(
-    context: &zmq::Context,
-    endpoint: &str,
-) -> Result<zmq::Socket, ClientError> {
-    let socket = context.socket(zmq::DEALER)?;
+/// Connects a request socket (a new DEALER) to `endpoint`.
+pub(crate) fn connect_socket(socket: &zmq::Socket, endpoint: &str) -> Result<(), ClientError> {
     socket.set_linger(0)?;
     socket.connect(endpoint).map_err(|e| match e {
         zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT | zmq::Error::ENOCOMPATPROTO => {
             ClientError::InvalidEndpoint(format!("{endpoint:?}: {e}"))
         }
         other => ClientError::Zmq(other),
-    })?;
-    Ok(socket)
+    })
 }
 
 /// Checks a service name before it goes on the wire.

@@ -288,3 +288,64 @@ fn async_client_serves_concurrent_requests_and_times_out() {
     let (second, _, _, _) = peer.expect_request();
     assert_ne!(first, second);
 }
+
+/// Runs `f` on a thread; its result, or a panic after [`DEADLINE`] (far less than the requests'
+/// own timeouts, so only a dropped connection can have ended them).
+fn within_deadline<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl FnOnce() -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    move || {
+        rx.recv_timeout(DEADLINE)
+            .expect("still waiting: not ended by the disconnect")
+    }
+}
+
+#[test]
+fn a_dropped_connection_fails_the_request_at_once_without_retries() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let client = Client::connect(&endpoint)
+        .unwrap()
+        .with_timeout(Duration::from_secs(60));
+    let result = within_deadline(move || client.request("svc", frames(&[b"held"])));
+    peer.expect_request();
+    drop(peer);
+    let error = result().unwrap_err();
+    assert!(
+        matches!(error, ClientError::BrokerDisconnected),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "broker disconnected while the request was in flight"
+    );
+}
+
+#[test]
+fn with_retries_a_dropped_connection_resends_once_the_peer_is_back() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = AsyncClient::connect(&endpoint)
+        .unwrap()
+        .with_retry_policy(RetryPolicy::new(2, Duration::from_secs(60)));
+    assert_eq!(client.retry_policy().attempts(), 2);
+    let task = runtime.spawn(async move { client.request("svc", frames(&[b"again"])).await });
+    let (_, _, _, body) = peer.expect_request();
+    assert_eq!(body, frames(&[b"again"]));
+    drop(peer);
+    // A new peer on the same endpoint gets the resend and answers it.
+    let peer = Peer::bind(&endpoint);
+    let (id, _, _, body) = peer.expect_request();
+    assert_eq!(body, frames(&[b"again"]));
+    peer.final_reply(&id, "svc", &[b"answered"]);
+    let reply = runtime
+        .block_on(async { tokio::time::timeout(DEADLINE, task).await })
+        .expect("still waiting: not resent after the disconnect")
+        .unwrap();
+    assert_eq!(reply.unwrap(), frames(&[b"answered"]));
+}

@@ -121,11 +121,39 @@ pub struct Percentiles {
     pub max: u64,
 }
 
-struct ClientOutcome {
-    completed: u64,
-    errors: u64,
-    first_error: Option<String>,
-    histogram: Histogram<u64>,
+/// What one client of a run measured; merged into the [`LoadReport`].
+pub(super) struct ClientOutcome {
+    pub(super) completed: u64,
+    pub(super) errors: u64,
+    pub(super) first_error: Option<String>,
+    pub(super) histogram: Histogram<u64>,
+}
+
+impl ClientOutcome {
+    pub(super) fn new() -> Self {
+        ClientOutcome {
+            completed: 0,
+            errors: 0,
+            first_error: None,
+            histogram: Histogram::<u64>::new(3).expect("histogram"),
+        }
+    }
+
+    /// Counts a failed or wrong reply, keeping the first reason.
+    pub(super) fn fail(&mut self, error: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(error);
+    }
+
+    /// Adds another outcome of the same client (one of its threads).
+    pub(super) fn merge(&mut self, other: ClientOutcome) {
+        self.completed += other.completed;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        let _ = self.histogram.add(&other.histogram);
+    }
 }
 
 /// Runs the load and returns the merged report. `progress` counts completed replies as they come.
@@ -135,19 +163,24 @@ pub fn run_load(
     spec: &LoadSpec,
     progress: Arc<AtomicU64>,
 ) -> LoadReport {
+    run_clients(spec, |id, total, deadline| {
+        run_client(ctx, transport, spec, id, total, deadline, &progress)
+    })
+}
+
+/// Runs `spec.clients` clients on threads of their own and merges what they measured. Each call
+/// of `client` gets its id, its share of the requests and the run's deadline, if any.
+pub(super) fn run_clients(
+    spec: &LoadSpec,
+    client: impl Fn(u64, u64, Option<Instant>) -> ClientOutcome + Sync,
+) -> LoadReport {
     let per_client = spec.requests / spec.clients as u64;
     let deadline = spec.duration.map(|d| Instant::now() + d);
     let started = Instant::now();
+    let client = &client;
     let outcomes: Vec<ClientOutcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..spec.clients)
-            .map(|id| {
-                let progress = progress.clone();
-                scope.spawn(move || {
-                    run_client(
-                        ctx, transport, spec, id as u64, per_client, deadline, &progress,
-                    )
-                })
-            })
+            .map(|id| scope.spawn(move || client(id as u64, per_client, deadline)))
             .collect();
         handles
             .into_iter()
@@ -155,31 +188,28 @@ pub fn run_load(
             .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
-    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
-    let (mut completed, mut errors, mut first_error) = (0, 0, None);
+    let mut merged = ClientOutcome::new();
     for o in outcomes {
-        completed += o.completed;
-        errors += o.errors;
-        first_error = first_error.or(o.first_error);
-        let _ = histogram.add(&o.histogram);
+        merged.merge(o);
     }
+    let histogram = merged.histogram;
     LoadReport {
-        completed,
-        errors,
+        completed: merged.completed,
+        errors: merged.errors,
         seconds,
-        requests_per_sec: completed as f64 / seconds.max(1e-9),
+        requests_per_sec: merged.completed as f64 / seconds.max(1e-9),
         latency_us: Percentiles {
             p50: histogram.value_at_quantile(0.5),
             p90: histogram.value_at_quantile(0.9),
             p99: histogram.value_at_quantile(0.99),
             max: histogram.max(),
         },
-        first_error,
+        first_error: merged.first_error,
     }
 }
 
 /// The payload of request `seq` from client `id`: the two numbers, then a repeating pattern.
-fn payload(id: u64, seq: u64, size: usize) -> Vec<u8> {
+pub(super) fn payload(id: u64, seq: u64, size: usize) -> Vec<u8> {
     let mut p = Vec::with_capacity(size.max(16));
     p.extend_from_slice(&id.to_le_bytes());
     p.extend_from_slice(&seq.to_le_bytes());
@@ -197,16 +227,7 @@ fn run_client(
     deadline: Option<Instant>,
     progress: &AtomicU64,
 ) -> ClientOutcome {
-    let mut outcome = ClientOutcome {
-        completed: 0,
-        errors: 0,
-        first_error: None,
-        histogram: Histogram::<u64>::new(3).expect("histogram"),
-    };
-    let fail = |outcome: &mut ClientOutcome, e: String| {
-        outcome.errors += 1;
-        outcome.first_error.get_or_insert(e);
-    };
+    let mut outcome = ClientOutcome::new();
     let socket = match ctx.socket(zmq::DEALER).and_then(|s| {
         s.set_linger(0)?;
         s.set_sndhwm(0)?;
@@ -216,7 +237,7 @@ fn run_client(
     }) {
         Ok(s) => s,
         Err(e) => {
-            fail(&mut outcome, format!("socket: {e}"));
+            outcome.fail(format!("socket: {e}"));
             return outcome;
         }
     };
@@ -230,7 +251,7 @@ fn run_client(
         while in_flight.len() < spec.window && more(next_seq) {
             let frames = transport.request(&payload(id, next_seq, spec.size));
             if let Err(e) = protocol::send_frames(&socket, frames, 0) {
-                fail(&mut outcome, format!("send: {e}"));
+                outcome.fail(format!("send: {e}"));
                 return outcome;
             }
             in_flight.insert(next_seq, Instant::now());
@@ -264,10 +285,10 @@ fn run_client(
                             outcome.completed += 1;
                             progress.fetch_add(1, Ordering::Relaxed);
                         }
-                        _ => fail(&mut outcome, "reply does not match any request".into()),
+                        _ => outcome.fail("reply does not match any request".into()),
                     }
                 }
-                Err(e) => fail(&mut outcome, e),
+                Err(e) => outcome.fail(e),
             }
         }
     }

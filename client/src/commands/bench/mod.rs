@@ -4,6 +4,8 @@
 //!   `--broker` names a running one), with lean MDP echo workers started by the bench (credit
 //!   workers by default, `--credit 1` for plain MDP). `--compare-ceiling` alternates the ceilings
 //!   and the broker and prints the ratios, the figures that stay stable on noisy machines.
+//!   `--sdk-client blocking|async` sends the requests through the SDK's clients instead of raw
+//!   sockets, to see what the client costs.
 //! - `plant bench ceiling`: the same traffic through a bare ROUTER↔DEALER `zmq_proxy`;
 //!   `--mdp-frames` frames it like MDP client requests.
 //! - `plant bench state`: state-set/state-get against echo through an in-process broker.
@@ -16,6 +18,7 @@ mod bus;
 mod idle;
 mod load;
 mod peers;
+mod sdk_clients;
 mod state;
 
 use std::io::IsTerminal;
@@ -31,6 +34,7 @@ use plantd_worker_sdk::Shutdown;
 use serde_json::json;
 
 use load::{LoadReport, LoadSpec, Transport};
+use sdk_clients::SdkClient;
 
 /// `plant bench` subcommands.
 #[derive(Subcommand, Debug)]
@@ -96,6 +100,11 @@ pub struct LoadArgs {
     /// SDK gets.
     #[arg(long)]
     pub sdk_workers: bool,
+    /// Broker only: send the requests through the SDK's `Client` (`--window` threads per client)
+    /// or `AsyncClient` (`--window` requests in flight per client) instead of raw DEALER sockets,
+    /// so the run includes the client's own cost.
+    #[arg(long, value_enum)]
+    pub sdk_client: Option<SdkClient>,
     /// Ceiling only: frame each message like an MDP client request (header, command, service,
     /// body) instead of one bare frame, so the proxy moves as many frames as MDP needs.
     #[arg(long)]
@@ -246,11 +255,19 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
         (Some(lean), None)
     };
     wait_for_service(&endpoint, &args.service)?;
+    let spec = spec(args, endpoint)?;
+    if let Some(kind) = args.sdk_client {
+        return Ok(measure(&spec, "broker", |progress| {
+            sdk_clients::run_load(kind, &args.service, args.protocol, &spec, &progress)
+        }));
+    }
     let transport = Transport::Mdp {
         service: args.service.clone(),
         dialect: args.protocol,
     };
-    Ok(measure(&ctx, &transport, &spec(args, endpoint)?, "broker"))
+    Ok(measure(&spec, "broker", |progress| {
+        load::run_load(&ctx, &transport, &spec, progress)
+    }))
 }
 
 /// Sessions and credit of the bench's echo workers: unless told otherwise, every request in flight
@@ -289,7 +306,10 @@ fn ceiling_run(args: &LoadArgs, mdp_frames: bool) -> Result<LoadReport> {
     } else {
         Transport::Raw
     };
-    Ok(measure(&ctx, &transport, &spec(args, frontend)?, "ceiling"))
+    let spec = spec(args, frontend)?;
+    Ok(measure(&spec, "ceiling", |progress| {
+        load::run_load(&ctx, &transport, &spec, progress)
+    }))
 }
 
 fn wait_for_service(endpoint: &str, service: &str) -> Result<()> {
@@ -304,8 +324,13 @@ fn wait_for_service(endpoint: &str, service: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs the load with a progress bar on a terminal.
-fn measure(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, label: &str) -> LoadReport {
+/// Runs the load (`run`, counting completed replies in its argument) with a progress bar on a
+/// terminal.
+fn measure(
+    spec: &LoadSpec,
+    label: &str,
+    run: impl FnOnce(Arc<AtomicU64>) -> LoadReport,
+) -> LoadReport {
     let progress = Arc::new(AtomicU64::new(0));
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = match spec.duration {
@@ -330,7 +355,7 @@ fn measure(ctx: &zmq::Context, transport: &Transport, spec: &LoadSpec, label: &s
                 }
             });
         }
-        let report = load::run_load(ctx, transport, spec, progress.clone());
+        let report = run(progress.clone());
         done.store(true, Ordering::Relaxed);
         report
     });
@@ -353,9 +378,12 @@ fn shape(args: &LoadArgs) -> String {
             w.credit
         )
     };
+    let clients = match args.sdk_client {
+        Some(kind) => format!("{} SDK {} clients", args.clients, kind.name()),
+        None => format!("{} clients", args.clients),
+    };
     format!(
-        "{} clients × window {}, {} B bodies, {workers}, MDP/{}",
-        args.clients,
+        "{clients} × window {}, {} B bodies, {workers}, MDP/{}",
         args.window,
         args.size,
         args.protocol.name()
@@ -367,6 +395,7 @@ fn load_json(args: &LoadArgs) -> serde_json::Value {
     let w = echo_workers(args);
     json!({
         "clients": args.clients, "window": args.window, "size": args.size,
+        "sdk_client": args.sdk_client.map(SdkClient::name),
         "protocol": args.protocol.name(),
         "workers": {
             "threads": args.workers, "sessions": w.sessions, "credit": w.credit,
