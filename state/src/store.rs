@@ -213,6 +213,8 @@ impl StateStore {
             })?;
         }
         let mut conn = Connection::open(&path)?;
+        // First of all: another process opening the same file may hold a lock for a moment.
+        conn.busy_timeout(Duration::from_secs(5))?;
         // Before anything writes to it: serving from a damaged file spreads the damage.
         integrity::check_connection(&conn, &path)?;
         let mode: String =
@@ -225,7 +227,6 @@ impl StateStore {
         }
         conn.pragma_update(None, "synchronous", options.durability.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
         migrations::migrate(&mut conn)?;
         if options.max_db_bytes > 0 {
             let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;

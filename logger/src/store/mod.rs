@@ -114,9 +114,10 @@ pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
         let _ = std::fs::create_dir_all(dir);
     }
     let mut conn = Connection::open(path)?;
+    // First of all: another process opening the same file may hold a lock for a moment.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // Before anything writes to it: storing into a damaged file spreads the damage.
     integrity::check_connection(&conn, path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     migrations::migrate(&mut conn)?;
