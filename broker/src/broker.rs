@@ -34,10 +34,6 @@ use plantd_worker_sdk::wake::{millis_ceil, Doorbell};
 /// Messages handled per wakeup before timers get a look-in.
 const RECV_BATCH: usize = 1024;
 
-/// How long a service keeps its "had a worker" history after its last worker left, so that a
-/// request arriving meanwhile expires as `504` rather than `404`.
-const SERVICE_LINGER: Duration = Duration::from_secs(300);
-
 /// The timing and limits the loop runs with (from [`BrokerConfig`]).
 #[derive(Clone, Debug)]
 struct Settings {
@@ -46,6 +42,9 @@ struct Settings {
     queue_ttl: Duration,
     queue_limit: usize,
     max_retries: u32,
+    /// How long a service keeps its "had a worker" history after its last worker left, so that
+    /// a request arriving meanwhile expires as `504` rather than `404`.
+    service_linger: Duration,
 }
 
 impl Settings {
@@ -90,6 +89,7 @@ impl Broker {
             queue_ttl: config.queue_ttl(),
             queue_limit: config.queue_limit,
             max_retries: config.max_retries,
+            service_linger: config.service_linger(),
         };
         Broker {
             wire: Wire::new(socket, metrics.clone()),
@@ -702,7 +702,7 @@ impl Broker {
         slots.extend(
             self.services
                 .iter()
-                .filter(|(_, s)| s.is_vacant(now, SERVICE_LINGER))
+                .filter(|(_, s)| s.is_vacant(now, self.settings.service_linger))
                 .map(|(slot, _)| slot),
         );
         for &slot in &slots {

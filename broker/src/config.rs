@@ -40,6 +40,9 @@ pub struct BrokerConfig {
     pub queue_ttl_ms: u64,
     /// How many times a request whose worker died is dispatched again before the client gets `500`.
     pub max_retries: u32,
+    /// How long a service whose last worker left is remembered (so late requests get `504`, not
+    /// `404`) before it is forgotten with its metrics, in milliseconds.
+    pub service_linger_ms: u64,
     /// ZeroMQ send and receive high-water mark of the ROUTER socket, per peer (messages).
     pub socket_hwm: i32,
     /// The pub/sub buses (`bus.enabled`, `bus.high_water_mark`, `bus.buses`; see `docs/buses.md`).
@@ -59,6 +62,7 @@ impl Default for BrokerConfig {
             queue_limit: 10_000,
             queue_ttl_ms: 30_000,
             max_retries: 3,
+            service_linger_ms: 300_000,
             socket_hwm: 100_000,
             bus: crate::bus::BusSettings::default(),
         }
@@ -81,6 +85,9 @@ impl BrokerConfig {
         }
         if !(1..=MAX_DURATION_MS).contains(&self.queue_ttl_ms) {
             return invalid("queue_ttl_ms must be between 1 and 86400000 (a day)");
+        }
+        if self.service_linger_ms > MAX_DURATION_MS {
+            return invalid("service_linger_ms must be at most 86400000 (a day)");
         }
         if self.socket_hwm < 0 {
             return invalid("socket_hwm must not be negative (0 means unlimited)");
@@ -114,6 +121,11 @@ impl BrokerConfig {
     /// How long a request may wait in a queue.
     pub fn queue_ttl(&self) -> Duration {
         Duration::from_millis(self.queue_ttl_ms)
+    }
+
+    /// How long a service is remembered after its last worker left.
+    pub fn service_linger(&self) -> Duration {
+        Duration::from_millis(self.service_linger_ms)
     }
 }
 
@@ -198,6 +210,10 @@ mod tests {
             },
             BrokerConfig {
                 heartbeat_liveness: u32::MAX,
+                ..Default::default()
+            },
+            BrokerConfig {
+                service_linger_ms: u64::MAX,
                 ..Default::default()
             },
             BrokerConfig {
