@@ -15,6 +15,19 @@ use crate::error::BrokerError;
 /// Longest interval or time to live accepted, in milliseconds (a day).
 const MAX_DURATION_MS: u64 = 86_400_000;
 
+/// Default largest frame a peer may send (16 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: i64 = 16 * 1024 * 1024;
+
+/// The `ZMQ_MAXMSGSIZE` value for a configured frame limit: `0` and `-1` both mean unlimited
+/// (libzmq's own `0` would refuse every non-empty frame).
+pub fn zmq_max_message_size(limit: i64) -> i64 {
+    if limit <= 0 {
+        -1
+    } else {
+        limit
+    }
+}
+
 /// Everything the broker can be told.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -45,6 +58,10 @@ pub struct BrokerConfig {
     pub service_linger_ms: u64,
     /// ZeroMQ send and receive high-water mark of the ROUTER socket, per peer (messages).
     pub socket_hwm: i32,
+    /// Largest frame (message part) a peer may send, on the MDP socket and the bus sockets, in
+    /// bytes; libzmq disconnects a peer that announces a bigger one before reading it. `0` or
+    /// `-1`: unlimited.
+    pub max_message_size: i64,
     /// The pub/sub buses (`bus.enabled`, `bus.high_water_mark`, `bus.buses`; see `docs/buses.md`).
     pub bus: crate::bus::BusSettings,
 }
@@ -64,6 +81,7 @@ impl Default for BrokerConfig {
             max_retries: 3,
             service_linger_ms: 300_000,
             socket_hwm: 100_000,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             bus: crate::bus::BusSettings::default(),
         }
     }
@@ -91,6 +109,9 @@ impl BrokerConfig {
         }
         if self.socket_hwm < 0 {
             return invalid("socket_hwm must not be negative (0 means unlimited)");
+        }
+        if self.max_message_size < -1 {
+            return invalid("max_message_size must be a number of bytes, or 0 or -1 for unlimited");
         }
         self.bus.validate()?;
         self.health_addr().map(|_| ())
@@ -155,7 +176,12 @@ mod tests {
         assert_eq!(c.endpoint, "tcp://*:9797");
         assert_eq!(c.health_port, 8081);
         assert_eq!(c.worker_expiry(), Duration::from_millis(7500));
+        assert_eq!(c.max_message_size, 16 * 1024 * 1024);
         c.validate().unwrap();
+        for unlimited in [0, -1] {
+            assert_eq!(zmq_max_message_size(unlimited), -1);
+        }
+        assert_eq!(zmq_max_message_size(1024), 1024);
     }
 
     #[test]
@@ -214,6 +240,10 @@ mod tests {
             },
             BrokerConfig {
                 service_linger_ms: u64::MAX,
+                ..Default::default()
+            },
+            BrokerConfig {
+                max_message_size: -2,
                 ..Default::default()
             },
             BrokerConfig {

@@ -7,7 +7,8 @@
 //!
 //! - [`config`]: [`BrokerConfig`], every key and default.
 //! - `broker`: the loop thread that owns the socket; `service` and `worker`: its records;
-//!   `wire`: sending; `mmi`: management queries; `metrics`: Prometheus handles.
+//!   `wire`: sending; `mmi`: management queries; `metrics`: Prometheus handles; `monitor`: the
+//!   socket's connection events.
 //! - [`run`]: starts everything and returns when the shutdown token is cancelled.
 
 mod broker;
@@ -17,6 +18,7 @@ mod error;
 mod frame;
 mod metrics;
 mod mmi;
+mod monitor;
 mod request;
 mod service;
 mod slots;
@@ -48,8 +50,8 @@ const CLOSE_LINGER_MS: i32 = 250;
 
 /// Runs the broker until `shutdown` is cancelled, then disconnects every worker and returns.
 ///
-/// The MDP socket and the HTTP port are bound before this returns its first `Pending`, so a port
-/// clash is an immediate error.
+/// The HTTP port is bound before this returns its first `Pending` and the MDP socket right after,
+/// so a port clash is an immediate error.
 pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerError> {
     config.validate()?;
     let metrics = Metrics::new()?;
@@ -57,7 +59,6 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     let loop_check = health.check("broker_loop");
 
     let context = zmq::Context::new();
-    let socket = open_router(&context, &config)?;
     let (doorbell, waker) = Doorbell::new(&context).map_err(|source| BrokerError::Socket {
         endpoint: "inproc doorbell".into(),
         source,
@@ -76,7 +77,7 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     .await?;
 
     // The pub/sub buses: bound now, stopped when `buses` is dropped at the end of `run`.
-    let buses = Arc::new(bus::Buses::start(&config.bus)?);
+    let buses = Arc::new(bus::Buses::start(&config.bus, config.max_message_size)?);
     metrics
         .registry()
         .register(Box::new(bus::BusCollector::new(buses.clone())))?;
@@ -88,6 +89,9 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
         buses_enabled: config.bus.enabled,
     };
 
+    // Opened after everything else that can fail: from here the socket belongs to the broker, whose
+    // drop stops the connection monitor before the socket closes.
+    let (socket, monitor) = open_router(&context, &config, &metrics)?;
     let status = Arc::new(LoopStatus::default());
     let broker = Broker::new(socket, doorbell, &config, metrics, info, status.clone());
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
@@ -140,8 +144,11 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     let _ = tokio::task::spawn_blocking(move || {
         buses.stop();
         drop(guard);
-        drop(context);
         let _ = thread.join();
+        // The loop's socket is closed and its monitor stopped: the event reader can go, and then
+        // the context (which waits for every socket of it).
+        monitor.join();
+        drop(context);
     })
     .await;
     let _ = watchdog.await;
@@ -161,7 +168,12 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     }
 }
 
-fn open_router(context: &zmq::Context, config: &BrokerConfig) -> Result<zmq::Socket, BrokerError> {
+/// The bound ROUTER socket, with the monitor counting its connections.
+fn open_router(
+    context: &zmq::Context,
+    config: &BrokerConfig,
+    metrics: &Metrics,
+) -> Result<(zmq::Socket, monitor::ConnectionMonitor), BrokerError> {
     let fail = |source| BrokerError::Socket {
         endpoint: config.endpoint.clone(),
         source,
@@ -174,8 +186,23 @@ fn open_router(context: &zmq::Context, config: &BrokerConfig) -> Result<zmq::Soc
     socket.set_sndhwm(config.socket_hwm).map_err(fail)?;
     socket.set_rcvhwm(config.socket_hwm).map_err(fail)?;
     socket.set_linger(CLOSE_LINGER_MS).map_err(fail)?;
-    socket.bind(&config.endpoint).map_err(fail)?;
-    Ok(socket)
+    // libzmq reads each frame's size first and drops a peer announcing more than this, so an
+    // oversized frame is never allocated.
+    socket
+        .set_maxmsgsize(config::zmq_max_message_size(config.max_message_size))
+        .map_err(fail)?;
+    // Before binding, so that every connection is seen.
+    let monitor =
+        monitor::ConnectionMonitor::attach(context, &socket, metrics.connection_metrics())
+            .map_err(fail)?;
+    if let Err(e) = socket.bind(&config.endpoint) {
+        let mut socket = socket;
+        monitor::stop(&mut socket);
+        drop(socket);
+        monitor.join();
+        return Err(fail(e));
+    }
+    Ok((socket, monitor))
 }
 
 /// Rings the loop's doorbell when dropped (or on demand), so the loop thread never outlives `run`.

@@ -57,6 +57,13 @@ pub struct Metrics {
     pub unknown_worker_messages: IntCounter,
     /// Workers refused because they asked for an `mmi.*` name.
     pub reserved_name_refused: IntCounter,
+    /// Open connections to the MDP socket.
+    pub connections: IntGauge,
+    /// Connections the MDP socket accepted.
+    pub connections_accepted: IntCounter,
+    /// Connections to the MDP socket that ended: closed by the peer, or dropped by libzmq (a frame
+    /// above `max_message_size`, another ZMTP error).
+    pub disconnects: IntCounter,
     /// Registered workers across all services.
     pub active_workers: IntGauge,
     /// Requests waiting for a worker across all services.
@@ -225,6 +232,16 @@ impl Metrics {
                 "reserved_name_refused_total",
                 "Workers refused because they tried to register an mmi.* service",
             )?,
+            connections: gauge("connections", "Open connections to the MDP socket")?,
+            connections_accepted: counter(
+                "connections_accepted_total",
+                "Connections the MDP socket accepted",
+            )?,
+            disconnects: counter(
+                "disconnects_total",
+                "Connections to the MDP socket that ended: closed by the peer, or dropped by \
+                 libzmq (a frame above max_message_size or another ZMTP error)",
+            )?,
             active_workers: gauge("active_workers", "Registered workers")?,
             queued_requests: gauge("queued_requests", "Requests waiting for a worker")?,
             removed,
@@ -252,6 +269,15 @@ impl Metrics {
     pub fn removed(&self, reason: WorkerRemoval) -> &IntCounter {
         let i = REMOVALS.iter().position(|(r, _)| *r == reason).unwrap_or(0);
         &self.removed[i]
+    }
+
+    /// The handles the MDP socket's connection monitor updates.
+    pub fn connection_metrics(&self) -> crate::monitor::ConnectionMetrics {
+        crate::monitor::ConnectionMetrics {
+            open: self.connections.clone(),
+            accepted: self.connections_accepted.clone(),
+            disconnects: self.disconnects.clone(),
+        }
     }
 
     /// Resolves the per-service handles for `service` (done once, when the service appears).
@@ -305,6 +331,8 @@ impl Metrics {
             "workers_registered": self.workers_registered.get(),
             "unknown_worker_messages": self.unknown_worker_messages.get(),
             "reserved_name_refused": self.reserved_name_refused.get(),
+            "connections_accepted": self.connections_accepted.get(),
+            "disconnects": self.disconnects.get(),
             "error_replies": errors,
             "workers_removed": removed,
         })

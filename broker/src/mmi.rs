@@ -139,6 +139,7 @@ pub fn answer(query: &[u8], args: &[Frame], view: &View<'_>) -> Vec<Frame> {
                 "services": view.services.len(),
                 "workers": view.workers.len(),
                 "queued": queued,
+                "connections": view.metrics.connections.get(),
                 "counters": view.metrics.counters_json(),
                 "buses": view.info.buses,
                 "buses_enabled": view.info.buses_enabled,
