@@ -24,7 +24,7 @@ use crate::frame;
 use crate::metrics::{Metrics, WorkerRemoval};
 use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
 use crate::request::{start_message, Request, ReturnAddress};
-use crate::service::ServiceQueue;
+use crate::service::{ServiceQueue, MAX_SERVICE_NAME};
 use crate::slots::Slots;
 use crate::watchdog::LoopStatus;
 use crate::wire::Wire;
@@ -204,6 +204,12 @@ impl Broker {
     fn on_client(&mut self, client: ReturnAddress, command: ClientCommand, now: Instant) {
         match command {
             ClientCommand::Request { service, body } => {
+                // Every known service costs its name several times over (index, metric labels):
+                // a megabyte "name" is garbage, not a service.
+                if service.len() > MAX_SERVICE_NAME {
+                    self.metrics.malformed.inc();
+                    return;
+                }
                 if service.starts_with(MMI_PREFIX) {
                     self.on_mmi(client, service, body, now);
                 } else {
@@ -320,6 +326,11 @@ impl Broker {
     fn register(&mut self, peer: ReturnAddress, service: Frame, credit: u32, now: Instant) {
         if service.starts_with(MMI_PREFIX) {
             self.metrics.reserved_name_refused.inc();
+            self.wire.disconnect(peer);
+            return;
+        }
+        if service.len() > MAX_SERVICE_NAME {
+            self.metrics.malformed.inc();
             self.wire.disconnect(peer);
             return;
         }

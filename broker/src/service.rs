@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use crate::metrics::ServiceMetrics;
 use crate::request::Request;
 
+/// Longest service name the broker accepts, in bytes; a longer one makes a request or READY
+/// malformed.
+pub const MAX_SERVICE_NAME: usize = 255;
+
 /// A service the broker knows: workers registered for it or requests asked of it.
 pub struct ServiceQueue {
     name: Box<[u8]>,
