@@ -62,6 +62,9 @@ pub struct BrokerConfig {
     /// bytes; libzmq disconnects a peer that announces a bigger one before reading it. `0` or
     /// `-1`: unlimited.
     pub max_message_size: i64,
+    /// How often the broker hands freed memory back to the operating system (glibc `malloc_trim`),
+    /// in milliseconds; `0` never does.
+    pub memory_trim_interval_ms: u64,
     /// The pub/sub buses (`bus.enabled`, `bus.high_water_mark`, `bus.buses`; see `docs/buses.md`).
     pub bus: crate::bus::BusSettings,
 }
@@ -82,6 +85,7 @@ impl Default for BrokerConfig {
             service_linger_ms: 300_000,
             socket_hwm: 100_000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            memory_trim_interval_ms: 10_000,
             bus: crate::bus::BusSettings::default(),
         }
     }
@@ -109,6 +113,9 @@ impl BrokerConfig {
         }
         if self.socket_hwm < 0 {
             return invalid("socket_hwm must not be negative (0 means unlimited)");
+        }
+        if self.memory_trim_interval_ms > MAX_DURATION_MS {
+            return invalid("memory_trim_interval_ms must be at most 86400000 (a day)");
         }
         if self.max_message_size < -1 {
             return invalid("max_message_size must be a number of bytes, or 0 or -1 for unlimited");
@@ -142,6 +149,12 @@ impl BrokerConfig {
     /// How long a request may wait in a queue.
     pub fn queue_ttl(&self) -> Duration {
         Duration::from_millis(self.queue_ttl_ms)
+    }
+
+    /// How often freed memory is handed back, if at all.
+    pub fn memory_trim_interval(&self) -> Option<Duration> {
+        (self.memory_trim_interval_ms > 0)
+            .then(|| Duration::from_millis(self.memory_trim_interval_ms))
     }
 
     /// How long a service is remembered after its last worker left.
@@ -182,6 +195,16 @@ mod tests {
             assert_eq!(zmq_max_message_size(unlimited), -1);
         }
         assert_eq!(zmq_max_message_size(1024), 1024);
+        assert_eq!(
+            c.memory_trim_interval(),
+            Some(Duration::from_secs(10)),
+            "trims by default"
+        );
+        let never = BrokerConfig {
+            memory_trim_interval_ms: 0,
+            ..Default::default()
+        };
+        assert_eq!(never.memory_trim_interval(), None);
     }
 
     #[test]

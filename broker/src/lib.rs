@@ -8,7 +8,7 @@
 //! - [`config`]: [`BrokerConfig`], every key and default.
 //! - `broker`: the loop thread that owns the socket; `service` and `worker`: its records;
 //!   `wire`: sending; `mmi`: management queries; `metrics`: Prometheus handles; `monitor`: the
-//!   socket's connection events.
+//!   socket's connection events; `trim`: handing freed memory back.
 //! - [`run`]: starts everything and returns when the shutdown token is cancelled.
 
 mod broker;
@@ -22,6 +22,7 @@ mod monitor;
 mod request;
 mod service;
 mod slots;
+mod trim;
 mod watchdog;
 mod wire;
 mod worker;
@@ -93,6 +94,7 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     // drop stops the connection monitor before the socket closes.
     let (socket, monitor) = open_router(&context, &config, &metrics)?;
     let status = Arc::new(LoopStatus::default());
+    let metrics_for_trim = metrics.trim_metrics();
     let broker = Broker::new(socket, doorbell, &config, metrics, info, status.clone());
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -111,6 +113,17 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
         max_silence,
         stop.clone(),
     ));
+    let trimmer = config
+        .memory_trim_interval()
+        .filter(|_| trim::SUPPORTED)
+        .map(|interval| {
+            trim::configure_malloc();
+            tokio::spawn(trim::trim_periodically(
+                interval,
+                metrics_for_trim,
+                stop.clone(),
+            ))
+        });
     let mut http = tokio::spawn(http);
     info!(
         endpoint = %config.endpoint,
@@ -152,6 +165,9 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     })
     .await;
     let _ = watchdog.await;
+    if let Some(trimmer) = trimmer {
+        let _ = trimmer.await;
+    }
     if tokio::time::timeout(Duration::from_millis(500), &mut http)
         .await
         .is_err()

@@ -7,8 +7,8 @@
 
 use plantd_worker_sdk::protocol::ErrorCode;
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets, Counter, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use serde_json::{json, Value};
 
@@ -64,6 +64,12 @@ pub struct Metrics {
     /// Connections to the MDP socket that ended: closed by the peer, or dropped by libzmq (a frame
     /// above `max_message_size`, another ZMTP error).
     pub disconnects: IntCounter,
+    /// Times freed memory was handed back to the operating system.
+    pub memory_trims: IntCounter,
+    /// Resident bytes those trims gave back.
+    pub memory_trimmed_bytes: IntCounter,
+    /// Seconds spent trimming.
+    pub memory_trim_seconds: Counter,
     /// Registered workers across all services.
     pub active_workers: IntGauge,
     /// Requests waiting for a worker across all services.
@@ -242,6 +248,22 @@ impl Metrics {
                 "Connections to the MDP socket that ended: closed by the peer, or dropped by \
                  libzmq (a frame above max_message_size or another ZMTP error)",
             )?,
+            memory_trims: counter(
+                "memory_trims_total",
+                "Times freed memory was handed back to the operating system (malloc_trim)",
+            )?,
+            memory_trimmed_bytes: counter(
+                "memory_trimmed_bytes_total",
+                "Resident bytes the memory trims gave back",
+            )?,
+            memory_trim_seconds: {
+                let c = Counter::new(
+                    "plantd_broker_memory_trim_seconds_total",
+                    "Seconds spent handing freed memory back",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             active_workers: gauge("active_workers", "Registered workers")?,
             queued_requests: gauge("queued_requests", "Requests waiting for a worker")?,
             removed,
@@ -277,6 +299,15 @@ impl Metrics {
             open: self.connections.clone(),
             accepted: self.connections_accepted.clone(),
             disconnects: self.disconnects.clone(),
+        }
+    }
+
+    /// The handles the memory trimming task updates.
+    pub fn trim_metrics(&self) -> crate::trim::TrimMetrics {
+        crate::trim::TrimMetrics {
+            trims: self.memory_trims.clone(),
+            trimmed_bytes: self.memory_trimmed_bytes.clone(),
+            seconds: self.memory_trim_seconds.clone(),
         }
     }
 
@@ -333,6 +364,8 @@ impl Metrics {
             "reserved_name_refused": self.reserved_name_refused.get(),
             "connections_accepted": self.connections_accepted.get(),
             "disconnects": self.disconnects.get(),
+            "memory_trims": self.memory_trims.get(),
+            "memory_trimmed_bytes": self.memory_trimmed_bytes.get(),
             "error_replies": errors,
             "workers_removed": removed,
         })

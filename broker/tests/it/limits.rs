@@ -108,3 +108,16 @@ fn max_message_size_zero_means_unlimited() {
     let body = vec![1u8; 17 * 1024 * 1024];
     assert_eq!(client.call("limits.big", &[&body]), vec![body]);
 }
+
+#[test]
+fn freed_memory_is_handed_back_every_memory_trim_interval_ms() {
+    let broker = TestBroker::start(|c| c.memory_trim_interval_ms = 20);
+    wait_until("the broker has trimmed its heap a few times", || {
+        broker.metric("plantd_broker_memory_trims_total") >= 3.0
+    });
+    let ctx = zmq::Context::new();
+    let info = mmi(&ctx, &broker.endpoint, "mmi.broker", &[]);
+    let info: serde_json::Value = serde_json::from_str(&info[1]).unwrap();
+    assert!(info["counters"]["memory_trims"].as_u64().unwrap() >= 3);
+    assert!(info["counters"]["memory_trimmed_bytes"].is_u64());
+}
