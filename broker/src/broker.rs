@@ -21,10 +21,11 @@ use tracing::{debug, info};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::frame;
+use crate::ledger::ClientLedger;
 use crate::metrics::{Metrics, WorkerRemoval};
 use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
-use crate::request::{start_message, Request, ReturnAddress};
-use crate::service::{ServiceQueue, MAX_SERVICE_NAME};
+use crate::request::{request_bytes, start_message, Request, ReturnAddress};
+use crate::service::{Full, ServiceQueue, MAX_SERVICE_NAME};
 use crate::slots::Slots;
 use crate::watchdog::LoopStatus;
 use crate::wire::Wire;
@@ -41,6 +42,7 @@ struct Settings {
     worker_expiry: Duration,
     queue_ttl: Duration,
     queue_limit: usize,
+    queue_limit_bytes: u64,
     max_retries: u32,
     /// How long a service keeps its "had a worker" history after its last worker left, so that
     /// a request arriving meanwhile expires as `504` rather than `404`.
@@ -63,6 +65,8 @@ pub struct Broker {
     service_ids: HashMap<Box<[u8]>, usize>,
     workers: Slots<WorkerRecord>,
     worker_ids: HashMap<Box<[u8]>, usize>,
+    /// Bytes each client has queued or in flight.
+    clients: ClientLedger,
     metrics: Metrics,
     info: BrokerInfo,
     status: Arc<LoopStatus>,
@@ -88,6 +92,7 @@ impl Broker {
             worker_expiry: config.worker_expiry(),
             queue_ttl: config.queue_ttl(),
             queue_limit: config.queue_limit,
+            queue_limit_bytes: config.queue_limit_bytes,
             max_retries: config.max_retries,
             service_linger: config.service_linger(),
         };
@@ -100,6 +105,7 @@ impl Broker {
             service_ids: HashMap::new(),
             workers: Slots::default(),
             worker_ids: HashMap::new(),
+            clients: ClientLedger::new(config.client_queue_limit_bytes),
             metrics,
             info,
             status,
@@ -230,6 +236,22 @@ impl Broker {
         now: Instant,
     ) {
         self.metrics.requests.inc();
+        let charge = match self
+            .clients
+            .charge(&client.id, request_bytes(&service, &body))
+        {
+            Ok(charge) => charge,
+            Err(held) => {
+                let message = format!(
+                    "client has {held} bytes of requests queued or in flight \
+                     (client_queue_limit_bytes {})",
+                    self.clients.limit()
+                );
+                self.wire
+                    .reply_error(client, service, ErrorCode::QueueFull, &message);
+                return;
+            }
+        };
         let slot = self.service_slot(&service, now);
         let request = Request {
             client,
@@ -237,6 +259,7 @@ impl Broker {
             body,
             deadline: now + self.settings.queue_ttl,
             dispatches: 0,
+            charge,
         };
         let Some(svc) = self.services.get_mut(slot) else {
             return;
@@ -258,12 +281,20 @@ impl Broker {
         let deadline = request.deadline;
         match svc.push(request) {
             Ok(()) => self.note_deadline(deadline),
-            Err(request) => {
-                let message = format!(
-                    "queue for service {} is full ({} requests waiting)",
-                    svc.display_name(),
-                    svc.queued()
-                );
+            Err((request, full)) => {
+                let message = match full {
+                    Full::Requests => format!(
+                        "queue for service {} is full ({} requests waiting)",
+                        svc.display_name(),
+                        svc.queued()
+                    ),
+                    Full::Bytes => format!(
+                        "queue for service {} is full ({} bytes waiting, queue_limit_bytes {})",
+                        svc.display_name(),
+                        svc.queued_bytes(),
+                        svc.byte_limit()
+                    ),
+                };
                 self.wire.reply_error(
                     request.client,
                     request.service,
@@ -633,6 +664,7 @@ impl Broker {
         if now >= self.next_heartbeat {
             self.purge_and_heartbeat(now);
             self.forget_vacant_services(now);
+            self.clients.prune();
             self.next_heartbeat = now + self.settings.heartbeat_interval;
         }
         if self.next_expiry.is_some_and(|t| now >= t) {
@@ -735,6 +767,7 @@ impl Broker {
         let svc = ServiceQueue::new(
             name,
             self.settings.queue_limit,
+            self.settings.queue_limit_bytes,
             self.metrics.service(name),
             now,
         );

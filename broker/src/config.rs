@@ -49,6 +49,12 @@ pub struct BrokerConfig {
     /// Most requests one service may have waiting for a worker; more get a `503` reply.
     /// `0` means requests never wait: with no idle worker the reply is `503` at once.
     pub queue_limit: usize,
+    /// Most bytes (service name and body) of requests one service may have waiting; a request
+    /// that would go past it gets a `503` reply. `0`: unlimited.
+    pub queue_limit_bytes: u64,
+    /// Most bytes of requests one client may have waiting or in flight at workers; more get a
+    /// `503` reply. `0`: unlimited.
+    pub client_queue_limit_bytes: u64,
     /// How long a request may wait for a worker before it gets a `404`/`504` reply, in milliseconds.
     pub queue_ttl_ms: u64,
     /// How many times a request whose worker died is dispatched again before the client gets `500`.
@@ -80,6 +86,8 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 2500,
             heartbeat_liveness: 3,
             queue_limit: 10_000,
+            queue_limit_bytes: 256 * 1024 * 1024,
+            client_queue_limit_bytes: 64 * 1024 * 1024,
             queue_ttl_ms: 30_000,
             max_retries: 3,
             service_linger_ms: 300_000,

@@ -16,6 +16,7 @@ pub mod bus;
 pub mod config;
 mod error;
 mod frame;
+mod ledger;
 mod metrics;
 mod mmi;
 mod monitor;

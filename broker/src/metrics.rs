@@ -74,11 +74,14 @@ pub struct Metrics {
     pub active_workers: IntGauge,
     /// Requests waiting for a worker across all services.
     pub queued_requests: IntGauge,
+    /// Bytes of requests waiting for a worker across all services.
+    pub queued_bytes: IntGauge,
     removed: [IntCounter; 4],
     errors: [IntCounter; 5],
     service_requests: IntCounterVec,
     service_workers: IntGaugeVec,
     service_queue_depth: IntGaugeVec,
+    service_queue_bytes: IntGaugeVec,
     service_latency: HistogramVec,
 }
 
@@ -92,10 +95,13 @@ pub struct ServiceMetrics {
     pub workers: IntGauge,
     /// Requests waiting for a worker of this service.
     pub queue_depth: IntGauge,
+    /// Bytes of those requests.
+    pub queue_bytes: IntGauge,
     /// Seconds from dispatch to a worker until its FINAL.
     pub latency: Histogram,
     all_workers: IntGauge,
     all_queued: IntGauge,
+    all_queued_bytes: IntGauge,
 }
 
 impl ServiceMetrics {
@@ -105,10 +111,13 @@ impl ServiceMetrics {
         self.all_workers.add(delta);
     }
 
-    /// Records `delta` more (or fewer) waiting requests for this service and in total.
-    pub fn add_queued(&self, delta: i64) {
+    /// Records `delta` more (or fewer) waiting requests of `bytes` in all, for this service and
+    /// in total.
+    pub fn add_queued(&self, delta: i64, bytes: i64) {
         self.queue_depth.add(delta);
         self.all_queued.add(delta);
+        self.queue_bytes.add(bytes);
+        self.all_queued_bytes.add(bytes);
     }
 }
 
@@ -182,6 +191,14 @@ impl Metrics {
             &["service"],
         )?;
         registry.register(Box::new(service_queue_depth.clone()))?;
+        let service_queue_bytes = IntGaugeVec::new(
+            Opts::new(
+                "plantd_broker_service_queue_bytes",
+                "Bytes of requests waiting for a worker, by service",
+            ),
+            &["service"],
+        )?;
+        registry.register(Box::new(service_queue_bytes.clone()))?;
         let service_latency = HistogramVec::new(
             HistogramOpts::new(
                 "plantd_broker_request_duration_seconds",
@@ -266,11 +283,16 @@ impl Metrics {
             },
             active_workers: gauge("active_workers", "Registered workers")?,
             queued_requests: gauge("queued_requests", "Requests waiting for a worker")?,
+            queued_bytes: gauge(
+                "queued_bytes",
+                "Bytes of requests waiting for a worker (service name and body)",
+            )?,
             removed,
             errors,
             service_requests,
             service_workers,
             service_queue_depth,
+            service_queue_bytes,
             service_latency,
             registry,
         })
@@ -319,9 +341,11 @@ impl Metrics {
             requests: self.service_requests.with_label_values(&labels),
             workers: self.service_workers.with_label_values(&labels),
             queue_depth: self.service_queue_depth.with_label_values(&labels),
+            queue_bytes: self.service_queue_bytes.with_label_values(&labels),
             latency: self.service_latency.with_label_values(&labels),
             all_workers: self.active_workers.clone(),
             all_queued: self.queued_requests.clone(),
+            all_queued_bytes: self.queued_bytes.clone(),
             label,
         }
     }
@@ -332,6 +356,7 @@ impl Metrics {
         let _ = self.service_requests.remove_label_values(&labels);
         let _ = self.service_workers.remove_label_values(&labels);
         let _ = self.service_queue_depth.remove_label_values(&labels);
+        let _ = self.service_queue_bytes.remove_label_values(&labels);
         let _ = self.service_latency.remove_label_values(&labels);
     }
 
@@ -383,12 +408,14 @@ mod tests {
         m.removed(WorkerRemoval::Unreachable).inc();
         let svc = m.service(b"echo");
         svc.requests.inc();
-        svc.add_queued(3);
+        svc.add_queued(3, 30);
         let text = render(&m);
         assert!(text.contains("plantd_broker_error_replies_total{code=\"504\"} 1"));
         assert!(text.contains("plantd_broker_workers_removed_total{reason=\"unreachable\"} 1"));
         assert!(text.contains("plantd_broker_service_queue_depth{service=\"echo\"} 3"));
         assert!(text.contains("plantd_broker_queued_requests 3"));
+        assert!(text.contains("plantd_broker_service_queue_bytes{service=\"echo\"} 30"));
+        assert!(text.contains("plantd_broker_queued_bytes 30"));
         m.forget_service(&svc);
         assert!(!render(&m).contains("service=\"echo\""));
         assert_eq!(m.counters_json()["error_replies"]["504"], 1);

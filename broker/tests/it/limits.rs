@@ -121,3 +121,79 @@ fn freed_memory_is_handed_back_every_memory_trim_interval_ms() {
     assert!(info["counters"]["memory_trims"].as_u64().unwrap() >= 3);
     assert!(info["counters"]["memory_trimmed_bytes"].is_u64());
 }
+
+#[test]
+fn a_queue_full_in_bytes_refuses_with_503_and_its_bytes_drain_to_zero() {
+    let broker = TestBroker::start(|c| {
+        c.queue_limit_bytes = 3000;
+        c.client_queue_limit_bytes = 0;
+    });
+    let ctx = zmq::Context::new();
+    let client = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    let kilobyte = vec![b'k'; 1000];
+    // Each request counts its service name ("bytes.busy", 10 bytes) and body.
+    client.request("bytes.busy", &[&kilobyte]);
+    client.request("bytes.busy", &[&kilobyte]);
+    client.request("bytes.busy", &[&kilobyte]);
+    let message = expect_error(&client.final_body("bytes.busy"), "503");
+    assert!(
+        message.contains("2020 bytes waiting") && message.contains("queue_limit_bytes 3000"),
+        "{message}"
+    );
+    client.request("bytes.busy", &[&kilobyte[..900]]);
+    wait_until("the small request is queued", || {
+        broker.metric("plantd_broker_service_queue_bytes{service=\"bytes.busy\"}") == 2930.0
+    });
+    assert_eq!(broker.metric("plantd_broker_queued_bytes"), 2930.0);
+
+    let _worker =
+        BackgroundWorker::start(&ctx, &broker.endpoint, Dialect::V02, "bytes.busy", echo());
+    let sizes: Vec<usize> = (0..3)
+        .map(|_| client.final_body("bytes.busy")[0].len())
+        .collect();
+    assert_eq!(sizes, [1000, 1000, 900]);
+    assert_eq!(
+        broker.metric("plantd_broker_service_queue_bytes{service=\"bytes.busy\"}"),
+        0.0
+    );
+    assert_eq!(broker.metric("plantd_broker_queued_bytes"), 0.0);
+}
+
+#[test]
+fn a_client_over_client_queue_limit_bytes_gets_503_until_its_requests_are_answered() {
+    let broker = TestBroker::start(|c| c.client_queue_limit_bytes = 2500);
+    let ctx = zmq::Context::new();
+    // The test is the worker, holding requests until it chooses to answer.
+    let worker = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    worker.ready_with_credit("bytes.slow", 10);
+    wait_for_workers(&ctx, &broker.endpoint, "bytes.slow", 1);
+    let greedy = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    let other = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    let kilobyte = vec![b'k'; 1000];
+
+    greedy.request("bytes.slow", &[b"1", &kilobyte]);
+    greedy.request("bytes.slow", &[b"2", &kilobyte]);
+    let first = worker.next_request();
+    let _second = worker.next_request();
+    // 2 × (10 + 1 + 1000) bytes in flight; one more would pass 2500.
+    greedy.request("bytes.slow", &[b"3", &kilobyte]);
+    let message = expect_error(&greedy.final_body("bytes.slow"), "503");
+    assert!(
+        message.contains("client has 2022 bytes")
+            && message.contains("client_queue_limit_bytes 2500"),
+        "{message}"
+    );
+    // The bound is per client.
+    other.request("bytes.slow", &[b"other", &kilobyte]);
+    let (to_other, body) = worker.next_request();
+    assert_eq!(body[0], b"other");
+    worker.final_reply(&to_other, body);
+    assert_eq!(other.final_body("bytes.slow")[0], b"other");
+
+    // An answer gives the client its bytes back.
+    worker.final_reply(&first.0, first.1);
+    assert_eq!(greedy.final_body("bytes.slow")[0], b"1");
+    greedy.request("bytes.slow", &[b"4", &kilobyte]);
+    let (_, body) = worker.next_request();
+    assert_eq!(body[0], b"4");
+}
