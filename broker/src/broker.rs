@@ -21,10 +21,11 @@ use tracing::{debug, info};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::frame;
+use crate::ledger::ClientLedger;
 use crate::metrics::{Metrics, WorkerRemoval};
 use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
-use crate::request::{start_message, Request, ReturnAddress};
-use crate::service::ServiceQueue;
+use crate::request::{request_bytes, start_message, Request, ReturnAddress};
+use crate::service::{Full, ServiceQueue, MAX_SERVICE_NAME};
 use crate::slots::Slots;
 use crate::summary::DropSummary;
 use crate::watchdog::LoopStatus;
@@ -35,10 +36,6 @@ use plantd_worker_sdk::wake::{millis_ceil, Doorbell};
 /// Messages handled per wakeup before timers get a look-in.
 const RECV_BATCH: usize = 1024;
 
-/// How long a service keeps its "had a worker" history after its last worker left, so that a
-/// request arriving meanwhile expires as `504` rather than `404`.
-const SERVICE_LINGER: Duration = Duration::from_secs(300);
-
 /// The timing and limits the loop runs with (from [`BrokerConfig`]).
 #[derive(Clone, Debug)]
 struct Settings {
@@ -46,7 +43,11 @@ struct Settings {
     worker_expiry: Duration,
     queue_ttl: Duration,
     queue_limit: usize,
+    queue_limit_bytes: u64,
     max_retries: u32,
+    /// How long a service keeps its "had a worker" history after its last worker left, so that
+    /// a request arriving meanwhile expires as `504` rather than `404`.
+    service_linger: Duration,
 }
 
 impl Settings {
@@ -65,6 +66,8 @@ pub struct Broker {
     service_ids: HashMap<Box<[u8]>, usize>,
     workers: Slots<WorkerRecord>,
     worker_ids: HashMap<Box<[u8]>, usize>,
+    /// Bytes each client has queued or in flight.
+    clients: ClientLedger,
     metrics: Metrics,
     info: BrokerInfo,
     status: Arc<LoopStatus>,
@@ -92,7 +95,9 @@ impl Broker {
             worker_expiry: config.worker_expiry(),
             queue_ttl: config.queue_ttl(),
             queue_limit: config.queue_limit,
+            queue_limit_bytes: config.queue_limit_bytes,
             max_retries: config.max_retries,
+            service_linger: config.service_linger(),
         };
         Broker {
             wire: Wire::new(socket, metrics.clone()),
@@ -103,6 +108,7 @@ impl Broker {
             service_ids: HashMap::new(),
             workers: Slots::default(),
             worker_ids: HashMap::new(),
+            clients: ClientLedger::new(config.client_queue_limit_bytes),
             metrics,
             info,
             status,
@@ -208,6 +214,12 @@ impl Broker {
     fn on_client(&mut self, client: ReturnAddress, command: ClientCommand, now: Instant) {
         match command {
             ClientCommand::Request { service, body } => {
+                // Every known service costs its name several times over (index, metric labels):
+                // a megabyte "name" is garbage, not a service.
+                if service.len() > MAX_SERVICE_NAME {
+                    self.metrics.malformed.inc();
+                    return;
+                }
                 if service.starts_with(MMI_PREFIX) {
                     self.on_mmi(client, service, body, now);
                 } else {
@@ -228,6 +240,22 @@ impl Broker {
         now: Instant,
     ) {
         self.metrics.requests.inc();
+        let charge = match self
+            .clients
+            .charge(&client.id, request_bytes(&service, &body))
+        {
+            Ok(charge) => charge,
+            Err(held) => {
+                let message = format!(
+                    "client has {held} bytes of requests queued or in flight \
+                     (client_queue_limit_bytes {})",
+                    self.clients.limit()
+                );
+                self.wire
+                    .reply_error(client, service, ErrorCode::QueueFull, &message);
+                return;
+            }
+        };
         let slot = self.service_slot(&service, now);
         let request = Request {
             client,
@@ -235,6 +263,7 @@ impl Broker {
             body,
             deadline: now + self.settings.queue_ttl,
             dispatches: 0,
+            charge,
         };
         let Some(svc) = self.services.get_mut(slot) else {
             return;
@@ -256,12 +285,20 @@ impl Broker {
         let deadline = request.deadline;
         match svc.push(request) {
             Ok(()) => self.note_deadline(deadline),
-            Err(request) => {
-                let message = format!(
-                    "queue for service {} is full ({} requests waiting)",
-                    svc.display_name(),
-                    svc.queued()
-                );
+            Err((request, full)) => {
+                let message = match full {
+                    Full::Requests => format!(
+                        "queue for service {} is full ({} requests waiting)",
+                        svc.display_name(),
+                        svc.queued()
+                    ),
+                    Full::Bytes => format!(
+                        "queue for service {} is full ({} bytes waiting, queue_limit_bytes {})",
+                        svc.display_name(),
+                        svc.queued_bytes(),
+                        svc.byte_limit()
+                    ),
+                };
                 self.wire.reply_error(
                     request.client,
                     request.service,
@@ -324,6 +361,11 @@ impl Broker {
     fn register(&mut self, peer: ReturnAddress, service: Frame, credit: u32, now: Instant) {
         if service.starts_with(MMI_PREFIX) {
             self.metrics.reserved_name_refused.inc();
+            self.wire.disconnect(peer);
+            return;
+        }
+        if service.len() > MAX_SERVICE_NAME {
+            self.metrics.malformed.inc();
             self.wire.disconnect(peer);
             return;
         }
@@ -633,6 +675,7 @@ impl Broker {
             self.purge_and_heartbeat(now);
             self.forget_vacant_services(now);
             self.drops.maybe_log(&self.metrics, now);
+            self.clients.prune();
             self.next_heartbeat = now + self.settings.heartbeat_interval;
         }
         if self.next_expiry.is_some_and(|t| now >= t) {
@@ -713,7 +756,7 @@ impl Broker {
         slots.extend(
             self.services
                 .iter()
-                .filter(|(_, s)| s.is_vacant(now, SERVICE_LINGER))
+                .filter(|(_, s)| s.is_vacant(now, self.settings.service_linger))
                 .map(|(slot, _)| slot),
         );
         for &slot in &slots {
@@ -735,6 +778,7 @@ impl Broker {
         let svc = ServiceQueue::new(
             name,
             self.settings.queue_limit,
+            self.settings.queue_limit_bytes,
             self.metrics.service(name),
             now,
         );

@@ -84,6 +84,7 @@ impl BusSettings {
                 "bus.high_water_mark must not be negative (0 means unlimited)".into(),
             ));
         }
+
         for (i, bus) in self.active().iter().enumerate() {
             if bus.name.trim().is_empty() || bus.frontend.is_empty() || bus.backend.is_empty() {
                 return Err(BusError::Config(format!(
@@ -180,8 +181,10 @@ pub struct Buses {
 
 impl Buses {
     /// Binds every active bus's sockets now (so a port clash fails the broker's start) and starts
-    /// one proxy thread per bus. With buses disabled this binds nothing.
-    pub fn start(settings: &BusSettings) -> Result<Buses, BusError> {
+    /// one proxy thread per bus. With buses disabled this binds nothing. A peer that sends a
+    /// frame above `max_message_size` bytes is disconnected by libzmq (`0` or `-1`: unlimited;
+    /// the broker's `max_message_size`).
+    pub fn start(settings: &BusSettings, max_message_size: i64) -> Result<Buses, BusError> {
         settings.validate()?;
         let context = zmq::Context::new();
         let mut buses = Buses {
@@ -192,7 +195,7 @@ impl Buses {
             // On error, `buses` drops here and stops the ones already running.
             buses
                 .running
-                .push(start_one(&context, config, settings.high_water_mark)?);
+                .push(start_one(&context, config, settings, max_message_size)?);
         }
         Ok(buses)
     }
@@ -246,8 +249,11 @@ impl Drop for Buses {
 fn start_one(
     context: &zmq::Context,
     config: &BusConfig,
-    high_water_mark: i32,
+    settings: &BusSettings,
+    max_message_size: i64,
 ) -> Result<RunningBus, BusError> {
+    let high_water_mark = settings.high_water_mark;
+    let max_message_size = crate::config::zmq_max_message_size(max_message_size);
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
     let err = |what: &'static str, endpoint: &str| {
         let bus = config.name.clone();
@@ -265,6 +271,7 @@ fn start_one(
         .map_err(err("create frontend", &config.frontend))?;
     frontend
         .set_rcvhwm(high_water_mark)
+        .and_then(|_| frontend.set_maxmsgsize(max_message_size))
         .and_then(|_| frontend.set_linger(0))
         .map_err(err("configure frontend", &config.frontend))?;
     frontend
@@ -276,6 +283,7 @@ fn start_one(
         .map_err(err("create backend", &config.backend))?;
     backend
         .set_sndhwm(high_water_mark)
+        .and_then(|_| backend.set_maxmsgsize(max_message_size))
         .and_then(|_| backend.set_linger(0))
         .map_err(err("configure backend", &config.backend))?;
     backend

@@ -15,6 +15,19 @@ use crate::error::BrokerError;
 /// Longest interval or time to live accepted, in milliseconds (a day).
 const MAX_DURATION_MS: u64 = 86_400_000;
 
+/// Default largest frame a peer may send (16 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: i64 = 16 * 1024 * 1024;
+
+/// The `ZMQ_MAXMSGSIZE` value for a configured frame limit: `0` and `-1` both mean unlimited
+/// (libzmq's own `0` would refuse every non-empty frame).
+pub fn zmq_max_message_size(limit: i64) -> i64 {
+    if limit <= 0 {
+        -1
+    } else {
+        limit
+    }
+}
+
 /// Everything the broker can be told.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -36,12 +49,28 @@ pub struct BrokerConfig {
     /// Most requests one service may have waiting for a worker; more get a `503` reply.
     /// `0` means requests never wait: with no idle worker the reply is `503` at once.
     pub queue_limit: usize,
+    /// Most bytes (service name and body) of requests one service may have waiting; a request
+    /// that would go past it gets a `503` reply. `0`: unlimited.
+    pub queue_limit_bytes: u64,
+    /// Most bytes of requests one client may have waiting or in flight at workers; more get a
+    /// `503` reply. `0`: unlimited.
+    pub client_queue_limit_bytes: u64,
     /// How long a request may wait for a worker before it gets a `404`/`504` reply, in milliseconds.
     pub queue_ttl_ms: u64,
     /// How many times a request whose worker died is dispatched again before the client gets `500`.
     pub max_retries: u32,
+    /// How long a service whose last worker left is remembered (so late requests get `504`, not
+    /// `404`) before it is forgotten with its metrics, in milliseconds.
+    pub service_linger_ms: u64,
     /// ZeroMQ send and receive high-water mark of the ROUTER socket, per peer (messages).
     pub socket_hwm: i32,
+    /// Largest frame (message part) a peer may send, on the MDP socket and the bus sockets, in
+    /// bytes; libzmq disconnects a peer that announces a bigger one before reading it. `0` or
+    /// `-1`: unlimited.
+    pub max_message_size: i64,
+    /// How often the broker hands freed memory back to the operating system (glibc `malloc_trim`),
+    /// in milliseconds; `0` never does.
+    pub memory_trim_interval_ms: u64,
     /// The pub/sub buses (`bus.enabled`, `bus.high_water_mark`, `bus.buses`; see `docs/buses.md`).
     pub bus: crate::bus::BusSettings,
 }
@@ -57,9 +86,14 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 2500,
             heartbeat_liveness: 3,
             queue_limit: 10_000,
+            queue_limit_bytes: 256 * 1024 * 1024,
+            client_queue_limit_bytes: 64 * 1024 * 1024,
             queue_ttl_ms: 30_000,
             max_retries: 3,
+            service_linger_ms: 300_000,
             socket_hwm: 100_000,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            memory_trim_interval_ms: 10_000,
             bus: crate::bus::BusSettings::default(),
         }
     }
@@ -82,8 +116,17 @@ impl BrokerConfig {
         if !(1..=MAX_DURATION_MS).contains(&self.queue_ttl_ms) {
             return invalid("queue_ttl_ms must be between 1 and 86400000 (a day)");
         }
+        if self.service_linger_ms > MAX_DURATION_MS {
+            return invalid("service_linger_ms must be at most 86400000 (a day)");
+        }
         if self.socket_hwm < 0 {
             return invalid("socket_hwm must not be negative (0 means unlimited)");
+        }
+        if self.memory_trim_interval_ms > MAX_DURATION_MS {
+            return invalid("memory_trim_interval_ms must be at most 86400000 (a day)");
+        }
+        if self.max_message_size < -1 {
+            return invalid("max_message_size must be a number of bytes, or 0 or -1 for unlimited");
         }
         self.bus.validate()?;
         self.health_addr().map(|_| ())
@@ -115,6 +158,17 @@ impl BrokerConfig {
     pub fn queue_ttl(&self) -> Duration {
         Duration::from_millis(self.queue_ttl_ms)
     }
+
+    /// How often freed memory is handed back, if at all.
+    pub fn memory_trim_interval(&self) -> Option<Duration> {
+        (self.memory_trim_interval_ms > 0)
+            .then(|| Duration::from_millis(self.memory_trim_interval_ms))
+    }
+
+    /// How long a service is remembered after its last worker left.
+    pub fn service_linger(&self) -> Duration {
+        Duration::from_millis(self.service_linger_ms)
+    }
 }
 
 impl plantd_worker_sdk::service::ServiceConfig for BrokerConfig {
@@ -143,7 +197,22 @@ mod tests {
         assert_eq!(c.endpoint, "tcp://*:9797");
         assert_eq!(c.health_port, 8081);
         assert_eq!(c.worker_expiry(), Duration::from_millis(7500));
+        assert_eq!(c.max_message_size, 16 * 1024 * 1024);
         c.validate().unwrap();
+        for unlimited in [0, -1] {
+            assert_eq!(zmq_max_message_size(unlimited), -1);
+        }
+        assert_eq!(zmq_max_message_size(1024), 1024);
+        assert_eq!(
+            c.memory_trim_interval(),
+            Some(Duration::from_secs(10)),
+            "trims by default"
+        );
+        let never = BrokerConfig {
+            memory_trim_interval_ms: 0,
+            ..Default::default()
+        };
+        assert_eq!(never.memory_trim_interval(), None);
     }
 
     #[test]
@@ -198,6 +267,14 @@ mod tests {
             },
             BrokerConfig {
                 heartbeat_liveness: u32::MAX,
+                ..Default::default()
+            },
+            BrokerConfig {
+                service_linger_ms: u64::MAX,
+                ..Default::default()
+            },
+            BrokerConfig {
+                max_message_size: -2,
                 ..Default::default()
             },
             BrokerConfig {

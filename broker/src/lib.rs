@@ -7,7 +7,8 @@
 //!
 //! - [`config`]: [`BrokerConfig`], every key and default.
 //! - `broker`: the loop thread that owns the socket; `service` and `worker`: its records;
-//!   `wire`: sending; `mmi`: management queries; `metrics`: Prometheus handles.
+//!   `wire`: sending; `mmi`: management queries; `metrics`: Prometheus handles; `monitor`: the
+//!   socket's connection events; `trim`: handing freed memory back.
 //! - [`run`]: starts everything and returns when the shutdown token is cancelled.
 
 mod broker;
@@ -15,12 +16,15 @@ pub mod bus;
 pub mod config;
 mod error;
 mod frame;
+mod ledger;
 mod metrics;
 mod mmi;
+mod monitor;
 mod request;
 mod service;
 mod slots;
 mod summary;
+mod trim;
 mod watchdog;
 mod wire;
 mod worker;
@@ -49,8 +53,8 @@ const CLOSE_LINGER_MS: i32 = 250;
 
 /// Runs the broker until `shutdown` is cancelled, then disconnects every worker and returns.
 ///
-/// The MDP socket and the HTTP port are bound before this returns its first `Pending`, so a port
-/// clash is an immediate error.
+/// The HTTP port is bound before this returns its first `Pending` and the MDP socket right after,
+/// so a port clash is an immediate error.
 pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerError> {
     config.validate()?;
     let metrics = Metrics::new()?;
@@ -58,7 +62,6 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     let loop_check = health.check("broker_loop");
 
     let context = zmq::Context::new();
-    let socket = open_router(&context, &config)?;
     let (doorbell, waker) = Doorbell::new(&context).map_err(|source| BrokerError::Socket {
         endpoint: "inproc doorbell".into(),
         source,
@@ -77,7 +80,7 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     .await?;
 
     // The pub/sub buses: bound now, stopped when `buses` is dropped at the end of `run`.
-    let buses = Arc::new(bus::Buses::start(&config.bus)?);
+    let buses = Arc::new(bus::Buses::start(&config.bus, config.max_message_size)?);
     metrics
         .registry()
         .register(Box::new(bus::BusCollector::new(buses.clone())))?;
@@ -89,7 +92,11 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
         buses_enabled: config.bus.enabled,
     };
 
+    // Opened after everything else that can fail: from here the socket belongs to the broker, whose
+    // drop stops the connection monitor before the socket closes.
+    let (socket, monitor) = open_router(&context, &config, &metrics)?;
     let status = Arc::new(LoopStatus::default());
+    let metrics_for_trim = metrics.trim_metrics();
     let broker = Broker::new(socket, doorbell, &config, metrics, info, status.clone());
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -108,6 +115,17 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
         max_silence,
         stop.clone(),
     ));
+    let trimmer = config
+        .memory_trim_interval()
+        .filter(|_| trim::SUPPORTED)
+        .map(|interval| {
+            trim::configure_malloc();
+            tokio::spawn(trim::trim_periodically(
+                interval,
+                metrics_for_trim,
+                stop.clone(),
+            ))
+        });
     let mut http = tokio::spawn(http);
     info!(
         endpoint = %config.endpoint,
@@ -141,11 +159,17 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     let _ = tokio::task::spawn_blocking(move || {
         buses.stop();
         drop(guard);
-        drop(context);
         let _ = thread.join();
+        // The loop's socket is closed and its monitor stopped: the event reader can go, and then
+        // the context (which waits for every socket of it).
+        monitor.join();
+        drop(context);
     })
     .await;
     let _ = watchdog.await;
+    if let Some(trimmer) = trimmer {
+        let _ = trimmer.await;
+    }
     if tokio::time::timeout(Duration::from_millis(500), &mut http)
         .await
         .is_err()
@@ -162,7 +186,12 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     }
 }
 
-fn open_router(context: &zmq::Context, config: &BrokerConfig) -> Result<zmq::Socket, BrokerError> {
+/// The bound ROUTER socket, with the monitor counting its connections.
+fn open_router(
+    context: &zmq::Context,
+    config: &BrokerConfig,
+    metrics: &Metrics,
+) -> Result<(zmq::Socket, monitor::ConnectionMonitor), BrokerError> {
     let fail = |source| BrokerError::Socket {
         endpoint: config.endpoint.clone(),
         source,
@@ -175,8 +204,23 @@ fn open_router(context: &zmq::Context, config: &BrokerConfig) -> Result<zmq::Soc
     socket.set_sndhwm(config.socket_hwm).map_err(fail)?;
     socket.set_rcvhwm(config.socket_hwm).map_err(fail)?;
     socket.set_linger(CLOSE_LINGER_MS).map_err(fail)?;
-    socket.bind(&config.endpoint).map_err(fail)?;
-    Ok(socket)
+    // libzmq reads each frame's size first and drops a peer announcing more than this, so an
+    // oversized frame is never allocated.
+    socket
+        .set_maxmsgsize(config::zmq_max_message_size(config.max_message_size))
+        .map_err(fail)?;
+    // Before binding, so that every connection is seen.
+    let monitor =
+        monitor::ConnectionMonitor::attach(context, &socket, metrics.connection_metrics())
+            .map_err(fail)?;
+    if let Err(e) = socket.bind(&config.endpoint) {
+        let mut socket = socket;
+        monitor::stop(&mut socket);
+        drop(socket);
+        monitor.join();
+        return Err(fail(e));
+    }
+    Ok((socket, monitor))
 }
 
 /// Rings the loop's doorbell when dropped (or on demand), so the loop thread never outlives `run`.

@@ -7,8 +7,8 @@
 
 use plantd_worker_sdk::protocol::ErrorCode;
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets, Counter, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use serde_json::{json, Value};
 
@@ -57,15 +57,31 @@ pub struct Metrics {
     pub unknown_worker_messages: IntCounter,
     /// Workers refused because they asked for an `mmi.*` name.
     pub reserved_name_refused: IntCounter,
+    /// Open connections to the MDP socket.
+    pub connections: IntGauge,
+    /// Connections the MDP socket accepted.
+    pub connections_accepted: IntCounter,
+    /// Connections to the MDP socket that ended: closed by the peer, or dropped by libzmq (a frame
+    /// above `max_message_size`, another ZMTP error).
+    pub disconnects: IntCounter,
+    /// Times freed memory was handed back to the operating system.
+    pub memory_trims: IntCounter,
+    /// Resident bytes those trims gave back.
+    pub memory_trimmed_bytes: IntCounter,
+    /// Seconds spent trimming.
+    pub memory_trim_seconds: Counter,
     /// Registered workers across all services.
     pub active_workers: IntGauge,
     /// Requests waiting for a worker across all services.
     pub queued_requests: IntGauge,
+    /// Bytes of requests waiting for a worker across all services.
+    pub queued_bytes: IntGauge,
     removed: [IntCounter; 4],
     errors: [IntCounter; 5],
     service_requests: IntCounterVec,
     service_workers: IntGaugeVec,
     service_queue_depth: IntGaugeVec,
+    service_queue_bytes: IntGaugeVec,
     service_latency: HistogramVec,
 }
 
@@ -79,10 +95,13 @@ pub struct ServiceMetrics {
     pub workers: IntGauge,
     /// Requests waiting for a worker of this service.
     pub queue_depth: IntGauge,
+    /// Bytes of those requests.
+    pub queue_bytes: IntGauge,
     /// Seconds from dispatch to a worker until its FINAL.
     pub latency: Histogram,
     all_workers: IntGauge,
     all_queued: IntGauge,
+    all_queued_bytes: IntGauge,
 }
 
 impl ServiceMetrics {
@@ -92,10 +111,13 @@ impl ServiceMetrics {
         self.all_workers.add(delta);
     }
 
-    /// Records `delta` more (or fewer) waiting requests for this service and in total.
-    pub fn add_queued(&self, delta: i64) {
+    /// Records `delta` more (or fewer) waiting requests of `bytes` in all, for this service and
+    /// in total.
+    pub fn add_queued(&self, delta: i64, bytes: i64) {
         self.queue_depth.add(delta);
         self.all_queued.add(delta);
+        self.queue_bytes.add(bytes);
+        self.all_queued_bytes.add(bytes);
     }
 }
 
@@ -169,6 +191,14 @@ impl Metrics {
             &["service"],
         )?;
         registry.register(Box::new(service_queue_depth.clone()))?;
+        let service_queue_bytes = IntGaugeVec::new(
+            Opts::new(
+                "plantd_broker_service_queue_bytes",
+                "Bytes of requests waiting for a worker, by service",
+            ),
+            &["service"],
+        )?;
+        registry.register(Box::new(service_queue_bytes.clone()))?;
         let service_latency = HistogramVec::new(
             HistogramOpts::new(
                 "plantd_broker_request_duration_seconds",
@@ -225,13 +255,44 @@ impl Metrics {
                 "reserved_name_refused_total",
                 "Workers refused because they tried to register an mmi.* service",
             )?,
+            connections: gauge("connections", "Open connections to the MDP socket")?,
+            connections_accepted: counter(
+                "connections_accepted_total",
+                "Connections the MDP socket accepted",
+            )?,
+            disconnects: counter(
+                "disconnects_total",
+                "Connections to the MDP socket that ended: closed by the peer, or dropped by \
+                 libzmq (a frame above max_message_size or another ZMTP error)",
+            )?,
+            memory_trims: counter(
+                "memory_trims_total",
+                "Times freed memory was handed back to the operating system (malloc_trim)",
+            )?,
+            memory_trimmed_bytes: counter(
+                "memory_trimmed_bytes_total",
+                "Resident bytes the memory trims gave back",
+            )?,
+            memory_trim_seconds: {
+                let c = Counter::new(
+                    "plantd_broker_memory_trim_seconds_total",
+                    "Seconds spent handing freed memory back",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             active_workers: gauge("active_workers", "Registered workers")?,
             queued_requests: gauge("queued_requests", "Requests waiting for a worker")?,
+            queued_bytes: gauge(
+                "queued_bytes",
+                "Bytes of requests waiting for a worker (service name and body)",
+            )?,
             removed,
             errors,
             service_requests,
             service_workers,
             service_queue_depth,
+            service_queue_bytes,
             service_latency,
             registry,
         })
@@ -254,6 +315,24 @@ impl Metrics {
         &self.removed[i]
     }
 
+    /// The handles the MDP socket's connection monitor updates.
+    pub fn connection_metrics(&self) -> crate::monitor::ConnectionMetrics {
+        crate::monitor::ConnectionMetrics {
+            open: self.connections.clone(),
+            accepted: self.connections_accepted.clone(),
+            disconnects: self.disconnects.clone(),
+        }
+    }
+
+    /// The handles the memory trimming task updates.
+    pub fn trim_metrics(&self) -> crate::trim::TrimMetrics {
+        crate::trim::TrimMetrics {
+            trims: self.memory_trims.clone(),
+            trimmed_bytes: self.memory_trimmed_bytes.clone(),
+            seconds: self.memory_trim_seconds.clone(),
+        }
+    }
+
     /// Resolves the per-service handles for `service` (done once, when the service appears).
     pub fn service(&self, service: &[u8]) -> ServiceMetrics {
         let label = String::from_utf8_lossy(service).into_owned();
@@ -262,9 +341,11 @@ impl Metrics {
             requests: self.service_requests.with_label_values(&labels),
             workers: self.service_workers.with_label_values(&labels),
             queue_depth: self.service_queue_depth.with_label_values(&labels),
+            queue_bytes: self.service_queue_bytes.with_label_values(&labels),
             latency: self.service_latency.with_label_values(&labels),
             all_workers: self.active_workers.clone(),
             all_queued: self.queued_requests.clone(),
+            all_queued_bytes: self.queued_bytes.clone(),
             label,
         }
     }
@@ -275,6 +356,7 @@ impl Metrics {
         let _ = self.service_requests.remove_label_values(&labels);
         let _ = self.service_workers.remove_label_values(&labels);
         let _ = self.service_queue_depth.remove_label_values(&labels);
+        let _ = self.service_queue_bytes.remove_label_values(&labels);
         let _ = self.service_latency.remove_label_values(&labels);
     }
 
@@ -305,6 +387,10 @@ impl Metrics {
             "workers_registered": self.workers_registered.get(),
             "unknown_worker_messages": self.unknown_worker_messages.get(),
             "reserved_name_refused": self.reserved_name_refused.get(),
+            "connections_accepted": self.connections_accepted.get(),
+            "disconnects": self.disconnects.get(),
+            "memory_trims": self.memory_trims.get(),
+            "memory_trimmed_bytes": self.memory_trimmed_bytes.get(),
             "error_replies": errors,
             "workers_removed": removed,
         })
@@ -322,12 +408,14 @@ mod tests {
         m.removed(WorkerRemoval::Unreachable).inc();
         let svc = m.service(b"echo");
         svc.requests.inc();
-        svc.add_queued(3);
+        svc.add_queued(3, 30);
         let text = render(&m);
         assert!(text.contains("plantd_broker_error_replies_total{code=\"504\"} 1"));
         assert!(text.contains("plantd_broker_workers_removed_total{reason=\"unreachable\"} 1"));
         assert!(text.contains("plantd_broker_service_queue_depth{service=\"echo\"} 3"));
         assert!(text.contains("plantd_broker_queued_requests 3"));
+        assert!(text.contains("plantd_broker_service_queue_bytes{service=\"echo\"} 30"));
+        assert!(text.contains("plantd_broker_queued_bytes 30"));
         m.forget_service(&svc);
         assert!(!render(&m).contains("service=\"echo\""));
         assert_eq!(m.counters_json()["error_replies"]["504"], 1);

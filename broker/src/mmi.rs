@@ -3,7 +3,7 @@
 //! | query | argument | reply body |
 //! |---|---|---|
 //! | `mmi.service` | service name | `["200"]` if it has a registered worker, else `["404"]` |
-//! | `mmi.services` | — | `["200", json]`: `[{"name","workers","idle","queued"}]` |
+//! | `mmi.services` | — | `["200", json]`: `[{"name","workers","idle","queued","queued_bytes"}]` |
 //! | `mmi.workers` | service name | `["200", json]`: `[{"id","service","dialect","state","credit","in_flight","requests","last_seen_ms_ago"}]`, or `["404"]` |
 //! | `mmi.broker` | — | `["200", json]`: version, uptime, endpoint, counts, counters, buses |
 //! | `mmi.service`/`mmi.workers` without argument | | `["400"]` |
@@ -96,6 +96,7 @@ pub fn answer(query: &[u8], args: &[Frame], view: &View<'_>) -> Vec<Frame> {
                         "workers": s.workers(),
                         "idle": s.idle(),
                         "queued": s.queued(),
+                        "queued_bytes": s.queued_bytes(),
                     })
                 })
                 .collect();
@@ -141,6 +142,7 @@ pub fn answer(query: &[u8], args: &[Frame], view: &View<'_>) -> Vec<Frame> {
                 "workers": view.workers.len(),
                 "queued": queued,
                 "in_flight": in_flight,
+                "connections": view.metrics.connections.get(),
                 "counters": view.metrics.counters_json(),
                 "buses": view.info.buses,
                 "buses_enabled": view.info.buses_enabled,

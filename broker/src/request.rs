@@ -4,6 +4,8 @@ use std::time::Instant;
 
 use plantd_worker_sdk::protocol::{Dialect, Frame};
 
+use crate::ledger::Charge;
+
 /// Where and how to send something back to a peer.
 #[derive(Debug)]
 pub struct ReturnAddress {
@@ -39,4 +41,12 @@ pub struct Request {
     pub deadline: Instant,
     /// How many times it has been sent to a worker.
     pub dispatches: u32,
+    /// Its size, held against its client's account until the request is dropped.
+    pub charge: Charge,
+}
+
+/// What a request counts against the byte bounds: its service name and body frames.
+pub fn request_bytes(service: &[u8], body: &[Frame]) -> u64 {
+    let body: usize = body.iter().map(|f| f.len()).sum();
+    (service.len() + body) as u64
 }

@@ -1,5 +1,6 @@
 //! One service: its idle workers in least-recently-used order and its bounded, expiring queue of
-//! requests waiting for a worker.
+//! requests waiting for a worker, bounded by count (`queue_limit`) and by bytes
+//! (`queue_limit_bytes`).
 //!
 //! Two FIFOs make up the queue. `retries` holds requests whose worker was lost; they go ahead of
 //! everything in `waiting` (new requests), which is what "back to the head of the queue" means.
@@ -12,6 +13,10 @@ use std::time::{Duration, Instant};
 use crate::metrics::ServiceMetrics;
 use crate::request::Request;
 
+/// Longest service name the broker accepts, in bytes; a longer one makes a request or READY
+/// malformed.
+pub const MAX_SERVICE_NAME: usize = 255;
+
 /// A service the broker knows: workers registered for it or requests asked of it.
 pub struct ServiceQueue {
     name: Box<[u8]>,
@@ -20,21 +25,44 @@ pub struct ServiceQueue {
     retries: VecDeque<Request>,
     waiting: VecDeque<Request>,
     limit: usize,
+    /// Most bytes `waiting` and `retries` may hold together before new requests are refused
+    /// (0: unlimited).
+    byte_limit: u64,
+    /// Bytes of the requests in `waiting` and `retries`.
+    queued_bytes: u64,
     workers: usize,
     had_worker: bool,
     vacant_since: Instant,
     metrics: ServiceMetrics,
 }
 
+/// Why [`ServiceQueue::push`] refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    /// `queue_limit` new requests are waiting.
+    Requests,
+    /// The request would take the queue past `queue_limit_bytes`.
+    Bytes,
+}
+
 impl ServiceQueue {
-    /// An empty service called `name` whose `waiting` queue holds at most `limit` requests.
-    pub fn new(name: &[u8], limit: usize, metrics: ServiceMetrics, now: Instant) -> Self {
+    /// An empty service called `name` whose `waiting` queue holds at most `limit` requests, and
+    /// whose queue holds at most `byte_limit` bytes of requests (0: unlimited).
+    pub fn new(
+        name: &[u8],
+        limit: usize,
+        byte_limit: u64,
+        metrics: ServiceMetrics,
+        now: Instant,
+    ) -> Self {
         ServiceQueue {
             name: name.into(),
             idle: VecDeque::new(),
             retries: VecDeque::new(),
             waiting: VecDeque::new(),
             limit,
+            byte_limit,
+            queued_bytes: 0,
             workers: 0,
             had_worker: false,
             vacant_since: now,
@@ -72,6 +100,16 @@ impl ServiceQueue {
         self.retries.len() + self.waiting.len()
     }
 
+    /// Bytes of the requests waiting (retries included).
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
+    }
+
+    /// The byte bound of the queue (0: unlimited).
+    pub fn byte_limit(&self) -> u64 {
+        self.byte_limit
+    }
+
     /// True if any request is waiting.
     pub fn has_requests(&self) -> bool {
         !self.retries.is_empty() || !self.waiting.is_empty()
@@ -82,22 +120,28 @@ impl ServiceQueue {
         self.had_worker
     }
 
-    /// Queues a new request behind the others. A full queue hands the request back.
+    /// Queues a new request behind the others. A full queue hands the request back, saying
+    /// which bound it would break.
     #[allow(clippy::result_large_err)] // handed back by value, not boxed: no allocation
-    pub fn push(&mut self, request: Request) -> Result<(), Request> {
+    pub fn push(&mut self, request: Request) -> Result<(), (Request, Full)> {
         if self.waiting.len() >= self.limit {
-            return Err(request);
+            return Err((request, Full::Requests));
+        }
+        let bytes = request.charge.bytes();
+        if self.byte_limit > 0 && self.queued_bytes.saturating_add(bytes) > self.byte_limit {
+            return Err((request, Full::Bytes));
         }
         self.waiting.push_back(request);
-        self.metrics.add_queued(1);
+        self.entered(bytes);
         Ok(())
     }
 
     /// Queues a request whose worker was lost ahead of every new request. Never refused: the
     /// request was already admitted.
     pub fn requeue(&mut self, request: Request) {
+        let bytes = request.charge.bytes();
         self.retries.push_back(request);
-        self.metrics.add_queued(1);
+        self.entered(bytes);
     }
 
     /// The next request to dispatch: retries first, then new requests in arrival order.
@@ -106,8 +150,32 @@ impl ServiceQueue {
             .retries
             .pop_front()
             .or_else(|| self.waiting.pop_front())?;
-        self.metrics.add_queued(-1);
-        Some(request)
+        Some(self.left(request))
+    }
+
+    fn entered(&mut self, bytes: u64) {
+        self.queued_bytes += bytes;
+        self.metrics.add_queued(1, bytes as i64);
+    }
+
+    /// Books `request` out of the queue.
+    fn left(&mut self, request: Request) -> Request {
+        let bytes = request.charge.bytes();
+        self.queued_bytes -= bytes;
+        self.metrics.add_queued(-1, -(bytes as i64));
+        self.shrink_when_drained();
+        request
+    }
+
+    /// A drained queue gives back the room a backlog made it grow to (a `VecDeque` keeps its
+    /// capacity): cheap, since it happens only once the queue is empty.
+    fn shrink_when_drained(&mut self) {
+        const KEEP: usize = 1024;
+        for queue in [&mut self.waiting, &mut self.retries] {
+            if queue.is_empty() && queue.capacity() > KEEP {
+                queue.shrink_to(KEEP);
+            }
+        }
     }
 
     /// Removes and returns one request whose deadline is at or before `now`.
@@ -120,8 +188,7 @@ impl ServiceQueue {
         } else {
             None
         }?;
-        self.metrics.add_queued(-1);
-        Some(request)
+        Some(self.left(request))
     }
 
     /// The earliest deadline of any waiting request.
@@ -179,7 +246,9 @@ impl ServiceQueue {
             .drain(..)
             .chain(self.waiting.drain(..))
             .collect();
-        self.metrics.add_queued(-(drained.len() as i64));
+        self.metrics
+            .add_queued(-(drained.len() as i64), -(self.queued_bytes as i64));
+        self.queued_bytes = 0;
         drained
     }
 }
@@ -187,11 +256,16 @@ impl ServiceQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Charge;
     use crate::metrics::Metrics;
     use crate::request::ReturnAddress;
     use plantd_worker_sdk::protocol::{Dialect, Frame};
 
     fn request(tag: &str, deadline: Instant) -> Request {
+        sized(tag, deadline, 10)
+    }
+
+    fn sized(tag: &str, deadline: Instant, bytes: u64) -> Request {
         Request {
             client: ReturnAddress {
                 id: Frame::from(tag),
@@ -202,6 +276,7 @@ mod tests {
             body: vec![Frame::from(tag)],
             deadline,
             dispatches: 0,
+            charge: Charge::untracked(bytes),
         }
     }
 
@@ -210,9 +285,13 @@ mod tests {
     }
 
     fn queue(limit: usize) -> (ServiceQueue, Metrics, Instant) {
+        bounded(limit, 0)
+    }
+
+    fn bounded(limit: usize, byte_limit: u64) -> (ServiceQueue, Metrics, Instant) {
         let metrics = Metrics::new().unwrap();
         let now = Instant::now();
-        let q = ServiceQueue::new(b"svc", limit, metrics.service(b"svc"), now);
+        let q = ServiceQueue::new(b"svc", limit, byte_limit, metrics.service(b"svc"), now);
         (q, metrics, now)
     }
 
@@ -238,8 +317,8 @@ mod tests {
         let later = now + Duration::from_secs(1);
         q.push(request("a", later)).unwrap();
         q.push(request("b", later)).unwrap();
-        let refused = q.push(request("c", later)).unwrap_err();
-        assert_eq!(tag(&refused), "c");
+        let (refused, why) = q.push(request("c", later)).unwrap_err();
+        assert_eq!((tag(&refused).as_str(), why), ("c", Full::Requests));
         assert_eq!(m.queued_requests.get(), 2);
         assert_eq!(tag(&q.next_request().unwrap()), "a");
         assert_eq!(tag(&q.next_request().unwrap()), "b");
@@ -299,5 +378,61 @@ mod tests {
             "never while requests wait"
         );
         assert_eq!(q.drain().len(), 1);
+    }
+
+    #[test]
+    fn queue_is_bounded_in_bytes_too_and_retries_still_go_in() {
+        let (mut q, m, now) = bounded(100, 100);
+        let later = now + Duration::from_secs(1);
+        q.push(sized("a", later, 60)).unwrap();
+        let (refused, why) = q.push(sized("b", later, 41)).unwrap_err();
+        assert_eq!((tag(&refused).as_str(), why), ("b", Full::Bytes));
+        q.push(sized("c", later, 40)).unwrap();
+        q.requeue(sized("lost", later, 50));
+        assert_eq!(q.queued_bytes(), 150, "a retry is never refused");
+        assert!(q.push(sized("d", later, 1)).is_err());
+        assert_eq!(m.queued_bytes.get(), 150);
+    }
+
+    #[test]
+    fn byte_counters_return_to_zero_whichever_way_requests_leave() {
+        let (mut q, m, now) = bounded(100, 1000);
+        let t = |ms| now + Duration::from_millis(ms);
+        for (i, bytes) in [7u64, 11, 13, 17].into_iter().enumerate() {
+            q.push(sized(&format!("w{i}"), t(10 * (i as u64 + 1)), bytes))
+                .unwrap();
+        }
+        q.requeue(sized("r", t(5), 19));
+        assert_eq!((q.queued_bytes(), m.queued_bytes.get()), (67, 67));
+        // Dispatched: the retry, then the oldest new request.
+        assert_eq!(q.next_request().unwrap().charge.bytes(), 19);
+        assert_eq!(q.next_request().unwrap().charge.bytes(), 7);
+        // Expired.
+        assert_eq!(q.pop_expired(t(20)).unwrap().charge.bytes(), 11);
+        assert_eq!((q.queued_bytes(), m.queued_bytes.get()), (30, 30));
+        // Shut down.
+        assert_eq!(q.drain().len(), 2);
+        assert_eq!(q.queued_bytes(), 0);
+        assert_eq!(m.queued_bytes.get(), 0);
+        assert_eq!(m.queued_requests.get(), 0);
+        let text = {
+            use prometheus::Encoder;
+            let mut buf = Vec::new();
+            prometheus::TextEncoder::new()
+                .encode(&m.registry().gather(), &mut buf)
+                .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        assert!(text.contains("plantd_broker_service_queue_bytes{service=\"svc\"} 0"));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_room_back() {
+        let (mut q, _m, now) = queue(100_000);
+        for i in 0..10_000 {
+            q.push(request(&i.to_string(), now)).unwrap();
+        }
+        while q.next_request().is_some() {}
+        assert!(q.waiting.capacity() <= 1024, "{}", q.waiting.capacity());
     }
 }

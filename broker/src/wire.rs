@@ -20,6 +20,14 @@ pub struct Wire {
     metrics: Metrics,
 }
 
+impl Drop for Wire {
+    fn drop(&mut self) {
+        // The socket's connection monitor must stop before the socket closes (libzmq #3575; see
+        // `crate::monitor`). The socket field closes right after this.
+        crate::monitor::stop(&mut self.socket);
+    }
+}
+
 impl Wire {
     /// Wraps a bound ROUTER socket.
     pub fn new(socket: zmq::Socket, metrics: Metrics) -> Self {

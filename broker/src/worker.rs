@@ -155,6 +155,7 @@ mod tests {
             body: vec![Frame::from(client)],
             deadline: Instant::now(),
             dispatches: 0,
+            charge: crate::ledger::Charge::untracked(0),
         }
     }
 

@@ -27,12 +27,19 @@ struct TestBroker {
 
 impl TestBroker {
     fn start(bus: BusSettings) -> TestBroker {
+        TestBroker::start_with(BrokerConfig {
+            bus,
+            ..BrokerConfig::default()
+        })
+    }
+
+    /// `config` on free loopback ports.
+    fn start_with(config: BrokerConfig) -> TestBroker {
         let config = BrokerConfig {
             endpoint: format!("tcp://127.0.0.1:{}", free_port()),
             health_host: "127.0.0.1".into(),
             health_port: free_port(),
-            bus,
-            ..BrokerConfig::default()
+            ..config
         };
         let shutdown = Shutdown::new();
         let token = shutdown.clone();
@@ -419,4 +426,53 @@ fn duplicate_bus_names_are_a_config_error() {
         ..BrokerConfig::default()
     };
     assert!(matches!(config.validate(), Err(BrokerError::Config(_))));
+}
+
+#[test]
+fn a_publisher_sending_a_frame_above_max_message_size_is_dropped_and_the_bus_goes_on() {
+    const LIMIT: usize = 1024;
+    let bus = bus_on_free_ports("event");
+    let _broker = TestBroker::start_with(BrokerConfig {
+        max_message_size: LIMIT as i64,
+        bus: settings(vec![bus.clone()]),
+        ..BrokerConfig::default()
+    });
+    let context = zmq::Context::new();
+    // The oversized publisher is a raw PUB whose connection events the test watches; declared
+    // first so that the monitor's reader outlives the socket.
+    let events = context.socket(zmq::PAIR).unwrap();
+    let rude = context.socket(zmq::PUB).unwrap();
+    rude.monitor(
+        "inproc://bus-limit-monitor",
+        i32::from(zmq::SocketEvent::DISCONNECTED.to_raw()),
+    )
+    .unwrap();
+    events.set_rcvhwm(0).unwrap();
+    events.connect("inproc://bus-limit-monitor").unwrap();
+    rude.set_linger(0).unwrap();
+    rude.connect(&bus.frontend).unwrap();
+    let polite = Publisher::connect(&bus.frontend).unwrap();
+    let subscriber = Subscriber::connect(&bus.backend).unwrap();
+    subscriber.subscribe("").unwrap();
+    wait_until_subscribed(&[&polite], &[&subscriber]);
+    wait_until("the raw publisher's messages get through", || {
+        rude.send_multipart([&b"at.limit"[..], &vec![0u8; LIMIT]], 0)
+            .unwrap();
+        std::iter::from_fn(|| subscriber.try_recv().unwrap()).any(|m| m.topic == "at.limit")
+    });
+
+    rude.send_multipart([&b"too.big"[..], &vec![0u8; LIMIT + 1]], 0)
+        .unwrap();
+    wait_until("the bus drops the oversized publisher", || {
+        std::iter::from_fn(|| events.recv_multipart(zmq::DONTWAIT).ok())
+            .any(|frames| frames[0][..2] == zmq::SocketEvent::DISCONNECTED.to_raw().to_ne_bytes())
+    });
+    polite.publish("after", b"x").unwrap();
+    loop {
+        let msg = next(&subscriber);
+        assert_ne!(msg.topic, "too.big", "an oversized frame was forwarded");
+        if msg.topic == "after" {
+            break;
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 mod cli;
 mod credit;
 mod http;
+mod limits;
 mod mmi;
 mod queueing;
 mod robustness;

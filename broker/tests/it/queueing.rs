@@ -80,3 +80,23 @@ fn a_full_queue_refuses_with_503() {
     assert_eq!(client.final_body("busy"), vec![b"x".to_vec()]);
     assert_eq!(client.final_body("busy"), vec![b"x".to_vec()]);
 }
+
+#[test]
+fn a_service_whose_workers_left_is_forgotten_after_service_linger_ms() {
+    let broker = TestBroker::start(|c| {
+        c.service_linger_ms = 300;
+        c.queue_ttl_ms = 200;
+    });
+    let ctx = zmq::Context::new();
+    let worker = BackgroundWorker::start(&ctx, &broker.endpoint, Dialect::V02, "brief", echo());
+    wait_for_workers(&ctx, &broker.endpoint, "brief", 1);
+    drop(worker); // sends DISCONNECT
+    wait_until("the service is forgotten", || {
+        broker.metric("plantd_broker_service_workers{service=\"brief\"}") == 0.0
+            && !broker.metrics().contains("service=\"brief\"")
+    });
+    // Forgotten, so it never had a worker as far as the broker knows: 404, not 504.
+    let client = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    client.request("brief", &[b"x"]);
+    expect_error(&client.final_body("brief"), "404");
+}

@@ -85,3 +85,28 @@ fn ten_thousand_random_and_malformed_messages_leave_the_broker_serving() {
     let healthz = reqwest::blocking::get(broker.url("/healthz")).expect("healthz");
     assert_eq!(healthz.status(), 200);
 }
+
+#[test]
+fn service_names_longer_than_255_bytes_are_malformed() {
+    let broker = TestBroker::start(|c| c.queue_ttl_ms = 300);
+    let ctx = zmq::Context::new();
+    let longest = "s".repeat(255);
+    let too_long = "s".repeat(256);
+
+    let client = Peer::connect(&ctx, &broker.endpoint, Dialect::V01);
+    client.request(&too_long, &[b"x"]);
+    wait_until("the request is counted as malformed", || {
+        broker.metric("plantd_broker_malformed_messages_total") == 1.0
+    });
+    let worker = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
+    worker.ready(&too_long);
+    worker.expect_disconnect();
+    assert_eq!(broker.metric("plantd_broker_malformed_messages_total"), 2.0);
+    let services = mmi(&ctx, &broker.endpoint, "mmi.services", &[]);
+    assert_eq!(services[1], "[]", "no service was created");
+    assert_eq!(broker.metric("plantd_broker_requests_total"), 0.0);
+
+    // 255 bytes is still a name: the request waits, then expires as usual.
+    client.request(&longest, &[b"x"]);
+    expect_error(&client.final_body(&longest), "404");
+}

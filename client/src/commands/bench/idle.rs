@@ -1,19 +1,20 @@
 //! `plant bench idle`: what a broker costs when nothing happens. Starts the `plantd-broker` binary
-//! as a child process, connects many idle clients (each makes one MMI call, so the broker has seen
+//! as a child process ([`super::process`]), connects many idle clients (each makes one MMI call, so the broker has seen
 //! it) and many idle workers (which only heartbeat), then samples the child's resident memory and
 //! CPU time from `/proc` over a quiet window.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use plantd_worker_sdk::protocol::{
     self, ClientCommand, Dialect, Direction, Frame, Message, WorkerCommand,
 };
-use plantd_worker_sdk::testing::{free_endpoint, free_port};
 use serde_json::json;
+
+use super::peers::ContextPool;
+use super::process::{BrokerBinary, BrokerProcess};
 
 /// Options of `plant bench idle`.
 #[derive(Args, Debug, Clone)]
@@ -35,73 +36,16 @@ pub struct IdleArgs {
     pub broker_bin: Option<PathBuf>,
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Linux reports process CPU time in clock ticks; 100 per second on every mainstream platform.
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS in /proc status")
-}
-
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("bad /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields
-        .get(11)
-        .and_then(|v| v.parse().ok())
-        .context("no utime")?;
-    let stime: u64 = fields
-        .get(12)
-        .and_then(|v| v.parse().ok())
-        .context("no stime")?;
-    Ok(utime + stime)
-}
-
 /// Runs the idle measurement.
 pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
-    let bin = match &args.broker_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("plantd-broker"),
-    };
-    if !bin.is_file() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p plantd-broker)",
-            bin.display()
-        );
-    }
-    let endpoint = free_endpoint();
-    let child = Command::new(&bin)
-        .env("PLANTD_BROKER_ENDPOINT", &endpoint)
-        .env("PLANTD_BROKER_HEALTH_PORT", free_port().to_string())
-        .env(
-            "PLANTD_BROKER_HEARTBEAT_INTERVAL_MS",
-            args.heartbeat_ms.to_string(),
-        )
-        .env("PLANTD_BROKER_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let broker = KillOnDrop(child);
-    let pid = broker.0.id();
+    let binary = BrokerBinary::locate(args.broker_bin.as_deref(), false)?;
+    let env = [(
+        "PLANTD_BROKER_HEARTBEAT_INTERVAL_MS".to_owned(),
+        args.heartbeat_ms.to_string(),
+    )];
+    let mut broker = BrokerProcess::spawn(&binary, &env)?;
+    broker.wait_ready(Duration::from_secs(20))?;
+    let endpoint = broker.endpoint.clone();
 
     let mut pool = ContextPool::default();
     let mut clients = Vec::with_capacity(args.clients);
@@ -148,15 +92,16 @@ pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
     // Settle, then measure a quiet window while the workers keep heartbeating.
     let settle = Instant::now() + heartbeat * 2;
     heartbeat_until(&workers, heartbeat, settle)?;
-    let (rss_before, ticks_before, started) = (rss_kib(pid)?, cpu_ticks(pid)?, Instant::now());
+    let (rss_before, cpu_before, started) =
+        (broker.rss_kib()?, broker.cpu_seconds()?, Instant::now());
     heartbeat_until(
         &workers,
         heartbeat,
         started + Duration::from_secs(args.seconds),
     )?;
-    let (rss_after, ticks_after) = (rss_kib(pid)?, cpu_ticks(pid)?);
+    let (rss_after, cpu_after) = (broker.rss_kib()?, broker.cpu_seconds()?);
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_percent = (ticks_after - ticks_before) as f64 / CLOCK_TICKS_PER_SEC / elapsed * 100.0;
+    let cpu_percent = (cpu_after - cpu_before) / elapsed * 100.0;
     let rss_mb = rss_after.max(rss_before) as f64 / 1024.0;
 
     if json_out {
@@ -205,26 +150,4 @@ fn heartbeat_until(workers: &[zmq::Socket], interval: Duration, until: Instant) 
         );
     }
     Ok(())
-}
-
-/// Hands out sockets from as many libzmq contexts as needed: one context holds at most 1,023
-/// sockets by default, and the `zmq` crate cannot raise that limit.
-#[derive(Default)]
-struct ContextPool {
-    contexts: Vec<zmq::Context>,
-    in_last: usize,
-}
-
-impl ContextPool {
-    const SOCKETS_PER_CONTEXT: usize = 500;
-
-    fn socket(&mut self, kind: zmq::SocketType) -> Result<zmq::Socket> {
-        if self.contexts.is_empty() || self.in_last == Self::SOCKETS_PER_CONTEXT {
-            self.contexts.push(zmq::Context::new());
-            self.in_last = 0;
-        }
-        self.in_last += 1;
-        let context = self.contexts.last().expect("pushed above");
-        Ok(context.socket(kind)?)
-    }
 }

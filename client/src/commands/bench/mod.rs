@@ -11,13 +11,18 @@
 //! - `plant bench state`: state-set/state-get against echo through an in-process broker.
 //! - `plant bench idle`: a `plantd-broker` child process with 1,000 idle clients and 100 idle
 //!   workers; reports its resident memory and CPU use.
+//! - `plant bench memory`: a `plantd-broker` child process under a load (malformed messages, a
+//!   client that never reads, abandoned services); reports its resident memory before, at the
+//!   peak and after the load.
 //!
 //! Method and results: `docs/benchmarks.md`.
 
 mod bus;
 mod idle;
 mod load;
+mod memory;
 mod peers;
+mod process;
 mod sdk_clients;
 mod state;
 
@@ -49,6 +54,12 @@ pub enum BenchCommand {
     Bus(bus::BusArgs),
     /// State service set/get throughput as ratios to echo through the same broker.
     State(state::StateBenchArgs),
+    /// Broker resident memory before, at the peak and after a load (does memory come back?).
+    Memory(memory::MemoryArgs),
+    /// Runs the broker library in this process, configured from the environment like
+    /// plantd-broker (what `bench memory` starts when there is no plantd-broker binary).
+    #[command(hide = true)]
+    ServeBroker,
 }
 
 /// Shape of a load run.
@@ -131,7 +142,23 @@ pub fn run(command: BenchCommand, json: bool) -> Result<()> {
         BenchCommand::Idle(args) => idle::run(args, json),
         BenchCommand::Bus(args) => bus::run(args, json),
         BenchCommand::State(args) => state::run(args, json),
+        BenchCommand::Memory(args) => memory::run(args, json),
+        BenchCommand::ServeBroker => serve_broker(),
     }
+}
+
+/// `plant bench serve-broker`: the broker as `plantd-broker` runs it, without its flags.
+fn serve_broker() -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct NoFlags {}
+    plantd_worker_sdk::service::main(
+        "broker",
+        "plantd-broker",
+        &plantd_worker_sdk::service::CommonArgs::default(),
+        NoFlags {},
+        plantd_broker::run,
+    )?;
+    Ok(())
 }
 
 fn check(report: &LoadReport) -> Result<()> {

@@ -247,3 +247,26 @@ pub fn ceiling_proxy(
         control: Some(control),
     })
 }
+
+/// Hands out sockets from as many libzmq contexts as needed: one context holds at most 1,023
+/// sockets by default, and the `zmq` crate cannot raise that limit.
+#[derive(Default)]
+pub struct ContextPool {
+    contexts: Vec<zmq::Context>,
+    in_last: usize,
+}
+
+impl ContextPool {
+    const SOCKETS_PER_CONTEXT: usize = 500;
+
+    /// A new socket of `kind` in a context with room for it.
+    pub fn socket(&mut self, kind: zmq::SocketType) -> zmq::Result<zmq::Socket> {
+        if self.contexts.is_empty() || self.in_last == Self::SOCKETS_PER_CONTEXT {
+            self.contexts.push(zmq::Context::new());
+            self.in_last = 0;
+        }
+        self.in_last += 1;
+        let context = self.contexts.last().expect("pushed above");
+        context.socket(kind)
+    }
+}

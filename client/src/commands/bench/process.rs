@@ -1,0 +1,185 @@
+//! A broker in a child process, for the benches that measure the broker's own resources (its
+//! resident memory and CPU time come from `/proc/<pid>`, which an in-process broker would share
+//! with the bench's clients and workers).
+//!
+//! The child is the `plantd-broker` binary (by default the one next to this `plant`), or, when
+//! there is none, this `plant` binary re-run as `plant bench serve-broker`, which runs the same
+//! broker library with the same environment configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use plantd_worker_sdk::client::BrokerInfo;
+use plantd_worker_sdk::testing::{free_endpoint, free_port};
+use plantd_worker_sdk::Client;
+
+/// Linux reports process CPU time in clock ticks; 100 per second on every mainstream platform.
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+/// What to run as the broker.
+#[derive(Clone, Debug)]
+pub enum BrokerBinary {
+    /// A `plantd-broker` executable.
+    Path(PathBuf),
+    /// This executable, as `plant bench serve-broker`.
+    ThisPlant(PathBuf),
+}
+
+impl BrokerBinary {
+    /// `explicit` if given, else the `plantd-broker` next to this executable; without one, this
+    /// executable itself when `fallback` allows it.
+    pub fn locate(explicit: Option<&Path>, fallback: bool) -> Result<Self> {
+        if let Some(path) = explicit {
+            if !path.is_file() {
+                bail!("{} not found", path.display());
+            }
+            return Ok(BrokerBinary::Path(path.to_owned()));
+        }
+        let me = std::env::current_exe()?;
+        let sibling = me.with_file_name("plantd-broker");
+        if sibling.is_file() {
+            Ok(BrokerBinary::Path(sibling))
+        } else if fallback {
+            Ok(BrokerBinary::ThisPlant(me))
+        } else {
+            bail!(
+                "{} not found: build it first (cargo build --release -p plantd-broker)",
+                sibling.display()
+            )
+        }
+    }
+
+    /// How reports name it.
+    pub fn describe(&self) -> String {
+        match self {
+            BrokerBinary::Path(p) => p.display().to_string(),
+            BrokerBinary::ThisPlant(p) => format!("{} bench serve-broker", p.display()),
+        }
+    }
+
+    fn command(&self) -> Command {
+        match self {
+            BrokerBinary::Path(p) => Command::new(p),
+            BrokerBinary::ThisPlant(p) => {
+                let mut command = Command::new(p);
+                command.args(["bench", "serve-broker"]);
+                command
+            }
+        }
+    }
+}
+
+/// A broker child process on free loopback ports, killed on drop.
+pub struct BrokerProcess {
+    child: Child,
+    /// The MDP endpoint it binds.
+    pub endpoint: String,
+}
+
+impl BrokerProcess {
+    /// Starts `binary` with buses on default ports unless `env` turns them off; `env` is applied
+    /// after the endpoint, health port and log level, so it may override them.
+    pub fn spawn(binary: &BrokerBinary, env: &[(String, String)]) -> Result<Self> {
+        let endpoint = free_endpoint();
+        let mut command = binary.command();
+        command
+            .env("PLANTD_BROKER_ENDPOINT", &endpoint)
+            .env("PLANTD_BROKER_HEALTH_HOST", "127.0.0.1")
+            .env("PLANTD_BROKER_HEALTH_PORT", free_port().to_string())
+            .env("PLANTD_BROKER_LOG_LEVEL", "warn")
+            .env_remove("PLANTD_BROKER_CONFIG")
+            .stdout(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.describe()))?;
+        Ok(BrokerProcess { child, endpoint })
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the broker answers `mmi.broker` (it binds before it answers anything).
+    pub fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        let client = Client::connect(&self.endpoint)?.with_timeout(Duration::from_millis(500));
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the broker exited at startup ({status})");
+            }
+            if client.broker_info().is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the broker at {} did not answer mmi.broker", self.endpoint);
+            }
+        }
+    }
+
+    /// Resident memory now, in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        status_field(self.pid(), "VmRSS:")
+    }
+
+    /// The most resident memory the process has had so far (its high-water mark), in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        status_field(self.pid(), "VmHWM:")
+    }
+
+    /// CPU time used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_ticks(self.pid()).map(|t| t as f64 / CLOCK_TICKS_PER_SEC)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A counter of `mmi.broker` (0 if absent).
+pub fn counter(info: &BrokerInfo, name: &str) -> u64 {
+    info.counters
+        .get(name)
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
+}
+
+/// A `/proc/<pid>/status` field in KiB.
+fn status_field(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// CPU time of `pid` (user + system) in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("bad /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields
+        .get(11)
+        .and_then(|v| v.parse().ok())
+        .context("no utime")?;
+    let stime: u64 = fields
+        .get(12)
+        .and_then(|v| v.parse().ok())
+        .context("no stime")?;
+    Ok(utime + stime)
+}
