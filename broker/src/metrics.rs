@@ -62,7 +62,7 @@ pub struct Metrics {
     /// Requests waiting for a worker across all services.
     pub queued_requests: IntGauge,
     removed: [IntCounter; 4],
-    errors: [IntCounter; 5],
+    errors: [IntCounter; ERROR_CODES.len()],
     service_requests: IntCounterVec,
     service_workers: IntGaugeVec,
     service_queue_depth: IntGaugeVec,
@@ -99,7 +99,8 @@ impl ServiceMetrics {
     }
 }
 
-const ERROR_CODES: [ErrorCode; 5] = [
+const ERROR_CODES: [ErrorCode; 6] = [
+    ErrorCode::BadRequest,
     ErrorCode::NotFound,
     ErrorCode::Internal,
     ErrorCode::NotImplemented,
