@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use plantd_worker_sdk::client::{Client, ClientError};
+use plantd_worker_sdk::protocol::Dialect;
 
 use crate::error::CliError;
 use crate::output::OutputFormat;
@@ -17,6 +18,8 @@ pub struct Context {
     pub timeout: Duration,
     /// Resends after a timeout.
     pub retries: u32,
+    /// MDP dialect every client speaks.
+    pub protocol: Dialect,
     /// How results are printed.
     pub output: OutputFormat,
 }
@@ -25,10 +28,14 @@ pub struct Context {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Context {
-    /// A blocking client for the broker with the global timeout and retries.
+    /// A blocking client for the broker with the global timeout, retries and protocol.
     pub fn client(&self) -> Result<Client, CliError> {
         Client::connect(&self.endpoint)
-            .map(|c| c.with_timeout(self.timeout).with_retries(self.retries))
+            .map(|c| {
+                c.with_timeout(self.timeout)
+                    .with_retries(self.retries)
+                    .with_dialect(self.protocol)
+            })
             .map_err(|e| match e {
                 ClientError::InvalidEndpoint(e) => {
                     CliError::Input(format!("invalid broker endpoint {e}"))

@@ -1,9 +1,9 @@
 //! `plant`: the plantd command-line client.
 //!
 //! Talks MDP to a broker (`--endpoint`, env `PLANTD_CLIENT_ENDPOINT`, default
-//! `tcp://127.0.0.1:9797`); needs no config file. Results go to stdout (`--output text|json`),
-//! diagnostics to stderr; any failure exits 1 with one line saying what went wrong (usage errors
-//! exit 2).
+//! `tcp://127.0.0.1:9797`), in MDP/0.2 unless `--protocol` says 0.1 or go; needs no config file.
+//! Results go to stdout (`--output text|json`), diagnostics to stderr; any failure exits 1 with
+//! one line saying what went wrong (usage errors exit 2).
 //!
 //! Adding a command: a module under `commands/`, one [`Command`] variant, one arm in [`dispatch`].
 
@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use plantd_worker_sdk::protocol::Dialect;
 
 use commands::{bench, echo, mmi, request, state};
 use commands::{bus, logger};
@@ -46,6 +47,14 @@ struct Cli {
         default_value_t = 0
     )]
     retries: u32,
+    /// MDP version to speak to the broker: 0.2, 0.1 (zguide brokers) or go.
+    #[arg(
+        long,
+        global = true,
+        env = "PLANTD_CLIENT_PROTOCOL",
+        default_value_t = Dialect::V02
+    )]
+    protocol: Dialect,
     /// Result format on stdout.
     #[arg(
         long,
@@ -108,7 +117,11 @@ fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Metrics(command) => logger::run_metrics(ctx, command),
         Command::Events(command) => logger::run_events(ctx, command),
         Command::Logger(command) => logger::run_logger(ctx, command),
-        Command::Bench(command) => Ok(bench::run(command, ctx.output == OutputFormat::Json)?),
+        Command::Bench(command) => Ok(bench::run(
+            command,
+            ctx.protocol,
+            ctx.output == OutputFormat::Json,
+        )?),
     }
 }
 
@@ -118,6 +131,7 @@ fn main() -> ExitCode {
         endpoint: cli.endpoint,
         timeout: cli.timeout,
         retries: cli.retries,
+        protocol: cli.protocol,
         output: cli.output,
     };
     match dispatch(&ctx, cli.command) {
