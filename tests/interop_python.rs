@@ -2,80 +2,16 @@
 //! `tests/interop/mdp_peers.py`, written straight from RFC 7 and RFC 18 with pyzmq.
 //!
 //! Needs `python3` with `pyzmq`. Without it these tests print why and pass, unless
-//! `PLANTD_REQUIRE_INTEROP=1` (set by `.ci/run`, which installs pyzmq) makes that a failure.
+//! `PLANTD_REQUIRE_INTEROP=1` (set by `.ci/run`, which installs pyzmq) makes that a failure
+//! (`plantd_worker_sdk::testing::interop`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use plantd_broker::BrokerConfig;
 use plantd_worker_sdk::protocol::Dialect;
+use plantd_worker_sdk::testing::interop::{hex, python_ready, run_client, PythonPeer};
 use plantd_worker_sdk::testing::{free_endpoint, free_port};
 use plantd_worker_sdk::{Client, Frames, Shutdown, Worker};
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/mdp_peers.py");
-
-fn python_ready() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import zmq"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("PLANTD_REQUIRE_INTEROP").is_err(),
-            "PLANTD_REQUIRE_INTEROP is set but python3 with pyzmq is not available"
-        );
-        eprintln!("skipping interop test: python3 with pyzmq not found (pip install pyzmq)");
-    }
-    ok
-}
-
-/// A Python peer that is killed when dropped.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_peer(args: &[&str]) -> Peer {
-    Peer(
-        Command::new("python3")
-            .arg(SCRIPT)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python3"),
-    )
-}
-
-/// Runs a Python client to completion and parses its JSON output.
-fn run_client(args: &[&str]) -> serde_json::Value {
-    let out = Command::new("python3")
-        .arg(SCRIPT)
-        .args(args)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "python client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client prints JSON")
-}
-
-fn hex(frames: &[&[u8]]) -> Vec<String> {
-    frames
-        .iter()
-        .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
-        .collect()
-}
 
 /// An in-process plantd broker on a free port, heartbeating at the Python peers' interval.
 struct TestBroker {
@@ -140,7 +76,7 @@ fn rfc7_client_and_worker_through_our_broker() {
         return;
     }
     let broker = TestBroker::start();
-    let _worker = spawn_peer(&["worker01", &broker.endpoint, "py.v01"]);
+    let _worker = PythonPeer::spawn(&["worker01", &broker.endpoint, "py.v01"]);
     broker.wait_for_service("py.v01");
     let body: &[&[u8]] = &[b"hi", b"", b"\x00\xff"];
     let mut args = vec![
@@ -161,7 +97,7 @@ fn rfc18_client_and_worker_through_our_broker_with_streaming() {
         return;
     }
     let broker = TestBroker::start();
-    let _worker = spawn_peer(&["worker02", &broker.endpoint, "py.v02"]);
+    let _worker = PythonPeer::spawn(&["worker02", &broker.endpoint, "py.v02"]);
     broker.wait_for_service("py.v02");
     let reply = run_client(&["client02", &broker.endpoint, "py.v02", "6869", ""]);
     assert_eq!(
@@ -200,7 +136,7 @@ fn python_clients_reach_our_sdk_worker_and_our_client_reaches_python_worker() {
     let reply = run_client(&["client01", &broker.endpoint, "rust.echo", "6869"]);
     assert_eq!(reply, serde_json::json!(hex(&[b"hi"])));
 
-    let _py = spawn_peer(&["worker01", &broker.endpoint, "py.v01"]);
+    let _py = PythonPeer::spawn(&["worker01", &broker.endpoint, "py.v01"]);
     broker.wait_for_service("py.v01");
     let reply = broker
         .client()
@@ -216,12 +152,7 @@ fn our_sdk_worker_and_client_behind_a_minimal_rfc7_broker() {
         return;
     }
     let endpoint = free_endpoint();
-    let mut broker = spawn_peer(&["broker01", &endpoint]);
-    let mut line = String::new();
-    BufReader::new(broker.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "READY");
+    let _broker = PythonPeer::rfc7_broker(&endpoint);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

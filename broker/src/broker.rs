@@ -226,10 +226,29 @@ impl Broker {
                     self.on_request(client, service, body, now);
                 }
             }
-            ClientCommand::Partial { .. } | ClientCommand::Final { .. } => {
-                self.metrics.client_replies_dropped.inc();
+            // A client sending a reply command has most likely misnumbered REQUEST (the
+            // `majortomo` client sends 0x02): not relayed, but answered, so it learns why.
+            ClientCommand::Partial { service, .. } => {
+                self.bad_client_command(client, service, "PARTIAL", 0x02)
+            }
+            ClientCommand::Final { service, .. } => {
+                self.bad_client_command(client, service, "FINAL", 0x03)
             }
         }
+    }
+
+    /// Counts a PARTIAL or FINAL sent by a client and answers it with `400` in its dialect (only
+    /// MDP/0.2 and Go clients can send one: 7/MDP client messages carry no command).
+    fn bad_client_command(&mut self, client: ReturnAddress, service: Frame, name: &str, byte: u8) {
+        self.metrics.client_replies_dropped.inc();
+        let message = match client.dialect {
+            Dialect::Go => format!("bad request: client sent {name}; a client sends REQUEST"),
+            _ => format!(
+                "bad request: client sent {name} (0x{byte:02x}); REQUEST is 0x01 in MDP/0.2"
+            ),
+        };
+        self.wire
+            .reply_error(client, service, ErrorCode::BadRequest, &message);
     }
 
     fn on_request(

@@ -77,7 +77,7 @@ pub struct Metrics {
     /// Bytes of requests waiting for a worker across all services.
     pub queued_bytes: IntGauge,
     removed: [IntCounter; 4],
-    errors: [IntCounter; 5],
+    errors: [IntCounter; ERROR_CODES.len()],
     service_requests: IntCounterVec,
     service_workers: IntGaugeVec,
     service_queue_depth: IntGaugeVec,
@@ -121,7 +121,8 @@ impl ServiceMetrics {
     }
 }
 
-const ERROR_CODES: [ErrorCode; 5] = [
+const ERROR_CODES: [ErrorCode; 6] = [
+    ErrorCode::BadRequest,
     ErrorCode::NotFound,
     ErrorCode::Internal,
     ErrorCode::NotImplemented,

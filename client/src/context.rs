@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use plantd_worker_sdk::client::{Client, ClientError, RetryPolicy};
+use plantd_worker_sdk::protocol::Dialect;
 
 use crate::error::CliError;
 use crate::output::OutputFormat;
@@ -18,6 +19,8 @@ pub struct Context {
     pub timeout: Duration,
     /// Resends after a failed attempt, if `--retries` was given; else [`Access`] decides.
     pub retries: Option<u32>,
+    /// MDP dialect every client speaks.
+    pub protocol: Dialect,
     /// How results are printed.
     pub output: OutputFormat,
 }
@@ -50,10 +53,13 @@ impl Context {
         RetryPolicy::once(self.timeout).with_retries(retries)
     }
 
-    /// A blocking client for the broker with the retry policy of `access`.
+    /// A blocking client for the broker speaking `--protocol`, with the retry policy of `access`.
     pub fn client(&self, access: Access) -> Result<Client, CliError> {
         Client::connect(&self.endpoint)
-            .map(|c| c.with_retry_policy(self.retry_policy(access)))
+            .map(|c| {
+                c.with_retry_policy(self.retry_policy(access))
+                    .with_dialect(self.protocol)
+            })
             .map_err(|e| match e {
                 ClientError::InvalidEndpoint(e) => {
                     CliError::Input(format!("invalid broker endpoint {e}"))
@@ -184,6 +190,7 @@ mod tests {
             endpoint: "tcp://127.0.0.1:1".into(),
             timeout: Duration::from_secs(2),
             retries: None,
+            protocol: Dialect::V02,
             output: OutputFormat::Text,
         };
         let read = ctx.retry_policy(Access::Read);

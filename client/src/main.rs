@@ -1,9 +1,9 @@
 //! `plant`: the plantd command-line client.
 //!
 //! Talks MDP to a broker (`--endpoint`, env `PLANTD_CLIENT_ENDPOINT`, default
-//! `tcp://127.0.0.1:9797`); needs no config file. Results go to stdout (`--output text|json`),
-//! diagnostics to stderr; any failure exits 1 with one line saying what went wrong (usage errors
-//! exit 2).
+//! `tcp://127.0.0.1:9797`), in MDP/0.2 unless `--protocol` says 0.1 or go; needs no config file.
+//! Results go to stdout (`--output text|json`), diagnostics to stderr; any failure exits 1 with
+//! one line saying what went wrong (usage errors exit 2).
 //!
 //! Read-only commands resend their request after a timeout or a broker disconnect (2 times unless
 //! `--retries` says otherwise), so they ride out a broker restart; writes are never resent unless
@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use plantd_worker_sdk::protocol::Dialect;
 
 use commands::{bench, echo, mmi, request, state};
 use commands::{bus, logger};
@@ -47,6 +48,14 @@ struct Cli {
     /// queries, echo), 0 for writes (state set/delete/..., any `plant request`).
     #[arg(long, global = true, env = "PLANTD_CLIENT_RETRIES")]
     retries: Option<u32>,
+    /// MDP version to speak to the broker: 0.2, 0.1 (zguide brokers) or go.
+    #[arg(
+        long,
+        global = true,
+        env = "PLANTD_CLIENT_PROTOCOL",
+        default_value_t = Dialect::V02
+    )]
+    protocol: Dialect,
     /// Result format on stdout.
     #[arg(
         long,
@@ -109,7 +118,11 @@ fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Metrics(command) => logger::run_metrics(ctx, command),
         Command::Events(command) => logger::run_events(ctx, command),
         Command::Logger(command) => logger::run_logger(ctx, command),
-        Command::Bench(command) => Ok(bench::run(command, ctx.output == OutputFormat::Json)?),
+        Command::Bench(command) => Ok(bench::run(
+            command,
+            ctx.protocol,
+            ctx.output == OutputFormat::Json,
+        )?),
     }
 }
 
@@ -119,6 +132,7 @@ fn main() -> ExitCode {
         endpoint: cli.endpoint,
         timeout: cli.timeout,
         retries: cli.retries,
+        protocol: cli.protocol,
         output: cli.output,
     };
     match dispatch(&ctx, cli.command) {

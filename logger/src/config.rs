@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use plantd_worker_sdk::bus::DEFAULT_HIGH_WATER_MARK;
+use plantd_worker_sdk::protocol::Dialect;
 use plantd_worker_sdk::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,8 @@ use crate::error::LoggerError;
 pub struct LoggerConfig {
     /// Broker MDP endpoint the `org.plantd.Logger` worker registers with.
     pub broker_endpoint: String,
+    /// MDP version spoken to the broker: `0.2` (default), `0.1` (zguide brokers) or `go`.
+    pub protocol: Dialect,
     /// SQLite database file.
     pub db: PathBuf,
     /// Bus backends to subscribe to (all three by default).
@@ -68,6 +71,7 @@ impl Default for LoggerConfig {
     fn default() -> Self {
         LoggerConfig {
             broker_endpoint: "tcp://127.0.0.1:9797".into(),
+            protocol: Dialect::V02,
             db: PathBuf::from("./plantd-logger.db"),
             buses: plantd_worker_sdk::bus::DEFAULT_BUSES
                 .iter()

@@ -122,6 +122,7 @@ async fn serve_queries(
     ));
     let worker = Worker::builder(SERVICE)
         .endpoint(config.broker_endpoint.clone())
+        .dialect(config.protocol)
         .concurrency(config.concurrency)
         .connection_check(broker)
         .handler(move |request| Ok(ops.handle(&request)))

@@ -6,6 +6,8 @@ use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 use common::{metric_value, wait_until, System, DEADLINE};
 use plantd_worker_sdk::bus::{Event, Metric, Publisher, Subscriber};
+use plantd_worker_sdk::client::Client;
+use plantd_worker_sdk::protocol::Dialect;
 use serde_json::{json, Value};
 
 /// PUB/SUB's slow joiner: publishes probe events from `publisher` until the logger has stored one,
@@ -382,5 +384,21 @@ fn retention_keeps_only_the_newest_rows_when_capped() {
             .collect();
         ns == [&json!(19), &json!(18), &json!(17), &json!(16), &json!(15)]
     });
+    system.stop();
+}
+
+#[test]
+fn the_protocol_setting_is_the_dialect_the_logger_registers_and_serves_in() {
+    let system = System::start(|c| c.protocol = Dialect::V01);
+    let client = Client::connect(&system.broker_endpoint).unwrap();
+    // The broker reports the dialect each worker registered in.
+    let workers = client
+        .workers(plantd_logger::SERVICE)
+        .expect("logger registered");
+    assert!(
+        !workers.is_empty() && workers.iter().all(|w| w.dialect == "0.1"),
+        "{workers:?}"
+    );
+    assert!(system.data("stats", json!({})).is_object());
     system.stop();
 }

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use plantd_worker_sdk::protocol::Dialect;
 use plantd_worker_sdk::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,9 @@ pub struct StateConfig {
     pub db: PathBuf,
     /// Broker MDP endpoint (`PLANTD_STATE_BROKER_ENDPOINT`).
     pub broker_endpoint: String,
+    /// MDP version spoken to the broker (`PLANTD_STATE_PROTOCOL`): `0.2` (default), `0.1`
+    /// (zguide brokers) or `go`.
+    pub protocol: Dialect,
     /// Worker sessions per broker.
     pub concurrency: usize,
     /// Requests each session may hold at once (plantd's credit extension; 1 is plain MDP). Above
@@ -62,6 +66,7 @@ impl Default for StateConfig {
         StateConfig {
             db: PathBuf::from("./plantd-state.db"),
             broker_endpoint: "tcp://127.0.0.1:9797".into(),
+            protocol: Dialect::V02,
             concurrency: 4,
             credit: 1,
             heartbeat_ms: 2500,

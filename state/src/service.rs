@@ -120,6 +120,7 @@ pub async fn run_with(
     );
     let builder = Worker::builder(SERVICE_NAME)
         .endpoint(config.broker_endpoint.clone())
+        .dialect(config.protocol)
         .heartbeat(Duration::from_millis(config.heartbeat_ms.max(1)))
         .liveness(config.liveness)
         .concurrency(config.concurrency)

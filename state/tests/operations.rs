@@ -5,6 +5,8 @@ mod common;
 
 use common::{code, data, Harness};
 use plantd_state::ops::Limits;
+use plantd_worker_sdk::client::Client;
+use plantd_worker_sdk::protocol::Dialect;
 use serde_json::{json, Value};
 
 #[test]
@@ -234,4 +236,20 @@ fn healthz_reports_real_checks_and_metrics_count_requests() {
             .send()
             .is_ok_and(|r| r.status().as_u16() == 503)
     });
+}
+
+#[test]
+fn the_protocol_setting_is_the_dialect_the_state_service_registers_and_serves_in() {
+    let mut h = Harness::broker_only();
+    h.state_config.protocol = Dialect::V01;
+    h.start_state();
+    // The broker reports the dialect each worker registered in.
+    let workers = Client::connect(&h.endpoint)
+        .unwrap()
+        .workers("org.plantd.State")
+        .expect("state registered");
+    assert!(
+        !workers.is_empty() && workers.iter().all(|w| w.dialect == "0.1"),
+        "{workers:?}"
+    );
 }

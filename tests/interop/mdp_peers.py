@@ -10,7 +10,7 @@ Usage:
   mdp_peers.py client02 ENDPOINT SERVICE [HEXFRAME...]   # prints every reply: [["partial"|"final", [hex...]], ...]
   mdp_peers.py worker01 ENDPOINT SERVICE                 # echoes bodies, prefixed with a b"py01" frame
   mdp_peers.py worker02 ENDPOINT SERVICE                 # one PARTIAL b"py02-partial", then FINAL b"py02" + body
-  mdp_peers.py broker01 ENDPOINT                         # minimal RFC 7 broker; prints "READY" once bound
+  mdp_peers.py broker01 ENDPOINT                         # minimal RFC 7 broker (0.1 only); prints "READY" once bound
 Workers and the broker run until killed. Clients time out after 10 s with exit code 2.
 """
 
@@ -22,6 +22,9 @@ import zmq
 
 HEARTBEAT_INTERVAL = 0.25  # seconds; tests configure plantd with a matching interval
 HEARTBEAT_LIVENESS = 5
+# How long broker01 keeps a silent worker: lenient, so that workers heartbeating at their own
+# slower interval (plant bench's every second) stay registered on a loaded machine.
+BROKER_WORKER_EXPIRY = 5.0
 CLIENT_TIMEOUT_MS = 10_000
 
 
@@ -90,7 +93,9 @@ def worker01(endpoint, service):
 
 
 def broker01(endpoint):
-    """Minimal RFC 7 broker: one ROUTER, per-service FIFO of requests and of idle workers."""
+    """Minimal RFC 7 broker: one ROUTER, per-service FIFO of requests and of idle workers, and
+    8/MMI's mmi.service. Like the zguide's broker it speaks only 0.1 and drops anything else
+    unanswered (an MDP/0.2 peer's messages included)."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.linger = 0
@@ -110,37 +115,54 @@ def broker01(endpoint):
             client, body = s["requests"].pop(0)
             sock.send_multipart([wid, b"", b"MDPW01", b"\x02", client, b""] + body)
 
+    def refresh(wid):
+        workers[wid]["expiry"] = time.monotonic() + BROKER_WORKER_EXPIRY
+
+    def on_client(sender, svc, body):
+        if svc == b"mmi.service":
+            name = body[0] if body else b""
+            known = any(w["service"] == name for w in workers.values())
+            sock.send_multipart([sender, b"", b"MDPC01", svc, b"200" if known else b"404"])
+        elif svc.startswith(b"mmi."):
+            sock.send_multipart([sender, b"", b"MDPC01", svc, b"501"])
+        else:
+            service(svc)["requests"].append((sender, body))
+            dispatch(svc)
+
+    def on_worker(sender, cmd, rest):
+        if cmd == b"\x01" and sender not in workers:  # READY: service [, extra frames ignored]
+            svc = rest[0]
+            workers[sender] = {"service": svc}
+            refresh(sender)
+            service(svc)["waiting"].append(sender)
+            dispatch(svc)
+        elif cmd == b"\x03" and sender in workers:  # REPLY: client, "", body...
+            client, body = rest[0], rest[2:]
+            svc = workers[sender]["service"]
+            sock.send_multipart([client, b"", b"MDPC01", svc] + body)
+            refresh(sender)
+            service(svc)["waiting"].append(sender)
+            dispatch(svc)
+        elif cmd == b"\x04" and sender in workers:  # HEARTBEAT
+            refresh(sender)
+        elif cmd == b"\x05":  # DISCONNECT
+            w = workers.pop(sender, None)
+            if w and sender in service(w["service"])["waiting"]:
+                service(w["service"])["waiting"].remove(sender)
+        else:
+            sock.send_multipart([sender, b"", b"MDPW01", b"\x05"])
+
     while True:
         if sock.poll(int(HEARTBEAT_INTERVAL * 1000)):
             msg = sock.recv_multipart()
-            sender, empty, header = msg[0], msg[1], msg[2]
-            assert empty == b""
-            if header == b"MDPC01":
-                svc, body = msg[3], msg[4:]
-                service(svc)["requests"].append((sender, body))
-                dispatch(svc)
-            elif header == b"MDPW01":
-                cmd = msg[3]
-                if cmd == b"\x01":
-                    svc = msg[4]
-                    workers[sender] = {"service": svc, "expiry": time.monotonic() + HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS}
-                    service(svc)["waiting"].append(sender)
-                    dispatch(svc)
-                elif cmd == b"\x03" and sender in workers:
-                    client, body = msg[4], msg[6:]
-                    svc = workers[sender]["service"]
-                    sock.send_multipart([client, b"", b"MDPC01", svc] + body)
-                    workers[sender]["expiry"] = time.monotonic() + HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS
-                    service(svc)["waiting"].append(sender)
-                    dispatch(svc)
-                elif cmd == b"\x04" and sender in workers:
-                    workers[sender]["expiry"] = time.monotonic() + HEARTBEAT_INTERVAL * HEARTBEAT_LIVENESS
-                elif cmd == b"\x05":
-                    w = workers.pop(sender, None)
-                    if w and sender in service(w["service"])["waiting"]:
-                        service(w["service"])["waiting"].remove(sender)
-                else:
-                    sock.send_multipart([sender, b"", b"MDPW01", b"\x05"])
+            # 7/MDP: [sender, "", header, ...]. Anything else is not ours: drop it unanswered.
+            if len(msg) >= 4 and msg[1] == b"" and msg[2] == b"MDPC01":
+                on_client(msg[0], msg[3], msg[4:])
+            elif len(msg) >= 4 and msg[1] == b"" and msg[2] == b"MDPW01":
+                try:
+                    on_worker(msg[0], msg[3], msg[4:])
+                except IndexError:
+                    pass
         now = time.monotonic()
         if now > next_hb:
             for wid, w in list(workers.items()):

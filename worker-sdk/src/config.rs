@@ -138,6 +138,41 @@ mod tests {
         });
     }
 
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct WithProtocol {
+        protocol: crate::protocol::Dialect,
+    }
+
+    #[test]
+    fn protocol_loads_from_file_and_env_quoted_or_not() {
+        use crate::protocol::Dialect;
+        figment::Jail::expect_with(|jail| {
+            let c: WithProtocol = load("prototest", None, Flags { port: None }).unwrap();
+            assert_eq!(c.protocol, Dialect::V02, "default");
+            // Unquoted, YAML reads 0.1 as a float; quoted, as a string.
+            jail.create_file("prototest.yaml", "protocol: 0.1\n")?;
+            let c: WithProtocol = load("prototest", None, Flags { port: None }).unwrap();
+            assert_eq!(c.protocol, Dialect::V01);
+            jail.create_file("prototest.yaml", "protocol: \"go\"\n")?;
+            let c: WithProtocol = load("prototest", None, Flags { port: None }).unwrap();
+            assert_eq!(c.protocol, Dialect::Go);
+            for (env, want) in [
+                ("0.1", Dialect::V01),
+                ("0.2", Dialect::V02),
+                ("go", Dialect::Go),
+            ] {
+                jail.set_env("PLANTD_PROTOTEST_PROTOCOL", env);
+                let c: WithProtocol = load("prototest", None, Flags { port: None }).unwrap();
+                assert_eq!(c.protocol, want, "PLANTD_PROTOTEST_PROTOCOL={env}");
+            }
+            jail.set_env("PLANTD_PROTOTEST_PROTOCOL", "0.3");
+            let e = load::<WithProtocol>("prototest", None, Flags { port: None }).unwrap_err();
+            assert!(e.to_string().contains("expected 0.1, 0.2 or go"), "{e}");
+            Ok(())
+        });
+    }
+
     #[test]
     fn missing_explicit_file_is_an_error_and_no_file_is_fine() {
         figment::Jail::expect_with(|_jail| {

@@ -1,5 +1,7 @@
 //! Helpers for tests that run real services on loopback.
 
+pub mod interop;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;

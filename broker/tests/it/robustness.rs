@@ -61,7 +61,7 @@ fn ten_thousand_random_and_malformed_messages_leave_the_broker_serving() {
     for i in 0..10_000 {
         fuzzers[i % fuzzers.len()].send_raw(random_message(&mut rng));
     }
-    // Clients sending replies are dropped too.
+    // A client sending a reply is not relayed (and is answered: see the next test).
     let rude = Peer::connect(&ctx, &broker.endpoint, Dialect::V02);
     rude.send_raw(vec![
         b"MDPC02".to_vec(),
@@ -109,4 +109,54 @@ fn service_names_longer_than_255_bytes_are_malformed() {
     // 255 bytes is still a name: the request waits, then expires as usual.
     client.request(&longest, &[b"x"]);
     expect_error(&client.final_body(&longest), "404");
+}
+
+#[test]
+fn a_client_sending_partial_or_final_gets_400_in_its_own_dialect() {
+    let broker = TestBroker::start(|_| {});
+    let ctx = zmq::Context::new();
+    // `majortomo`'s client sends 0x02 as its request; RFC 18 numbers REQUEST 0x01.
+    let cases: [(Dialect, Vec<Vec<u8>>, &str); 3] = [
+        (
+            Dialect::V02,
+            vec![
+                b"MDPC02".to_vec(),
+                vec![0x02],
+                b"svc".to_vec(),
+                b"x".to_vec(),
+            ],
+            "bad request: client sent PARTIAL (0x02); REQUEST is 0x01 in MDP/0.2",
+        ),
+        (
+            Dialect::V02,
+            vec![b"MDPC02".to_vec(), vec![0x03], b"svc".to_vec()],
+            "bad request: client sent FINAL (0x03); REQUEST is 0x01 in MDP/0.2",
+        ),
+        (
+            Dialect::Go,
+            vec![
+                Vec::new(),
+                b"MDPC02".to_vec(),
+                b"PARTIAL".to_vec(),
+                b"svc".to_vec(),
+            ],
+            "bad request: client sent PARTIAL; a client sends REQUEST",
+        ),
+    ];
+    for (dialect, frames, want) in cases {
+        let client = Peer::connect(&ctx, &broker.endpoint, dialect);
+        client.send_raw(frames);
+        // `final_body` checks the reply is a FINAL for `svc` in the client's dialect.
+        let body = client.final_body("svc");
+        assert_eq!(expect_error(&body, "400"), want, "{dialect:?}");
+    }
+    assert_eq!(
+        broker.metric("plantd_broker_client_replies_dropped_total"),
+        3.0
+    );
+    assert_eq!(
+        broker.metric("plantd_broker_error_replies_total{code=\"400\"}"),
+        3.0
+    );
+    assert_eq!(broker.metric("plantd_broker_requests_total"), 0.0);
 }

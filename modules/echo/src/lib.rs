@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use plantd_worker_sdk::health::{self, Health, HealthError};
+use plantd_worker_sdk::protocol::Dialect;
 use plantd_worker_sdk::telemetry::LogFormat;
 use plantd_worker_sdk::worker::WorkerError;
 use plantd_worker_sdk::{Frames, Shutdown, Worker};
@@ -25,6 +26,8 @@ pub const SERVICE: &str = "org.plantd.module.Echo";
 pub struct EchoConfig {
     /// Broker MDP endpoint to register with.
     pub broker_endpoint: String,
+    /// MDP version spoken to the broker: `0.2` (default), `0.1` (zguide brokers) or `go`.
+    pub protocol: Dialect,
     /// Address `/healthz` and `/metrics` listen on.
     pub health_host: String,
     /// Port `/healthz` and `/metrics` listen on.
@@ -47,6 +50,7 @@ impl Default for EchoConfig {
     fn default() -> Self {
         EchoConfig {
             broker_endpoint: "tcp://127.0.0.1:9797".into(),
+            protocol: Dialect::V02,
             health_host: "0.0.0.0".into(),
             health_port: 8086,
             concurrency: 1,
@@ -90,6 +94,7 @@ pub async fn run(config: EchoConfig, shutdown: Shutdown) -> Result<(), EchoError
 
     let worker = Worker::builder(SERVICE)
         .endpoint(&config.broker_endpoint)
+        .dialect(config.protocol)
         .heartbeat(Duration::from_millis(config.heartbeat_interval_ms))
         .liveness(config.heartbeat_liveness)
         .concurrency(config.concurrency)
@@ -108,6 +113,7 @@ pub async fn run(config: EchoConfig, shutdown: Shutdown) -> Result<(), EchoError
     info!(
         service = SERVICE,
         broker = %config.broker_endpoint,
+        protocol = %config.protocol,
         health = %addr,
         "echo module started"
     );

@@ -1,7 +1,7 @@
 //! Broker and worker error replies: a FINAL whose body is `["plantd.error", "<code>", "<message>"]`.
 //!
-//! Codes are HTTP-like (DESIGN.md §4): `404` no such service, `503` queue full, `504` expired,
-//! `500` internal or handler failure.
+//! Codes are HTTP-like (DESIGN.md §4): `400` a client command the broker cannot use, `404` no such
+//! service, `503` queue full, `504` expired, `500` internal or handler failure.
 
 use super::Frame;
 
@@ -11,6 +11,9 @@ pub const ERROR_MARKER: &[u8] = b"plantd.error";
 /// The error codes a plantd broker or worker sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
+    /// `400`: the client sent a command the broker cannot use (PARTIAL or FINAL instead of
+    /// REQUEST).
+    BadRequest,
     /// `404`: the service never had a worker and the request expired.
     NotFound,
     /// `500`: the worker's handler failed, or the request exhausted its retries.
@@ -27,6 +30,7 @@ impl ErrorCode {
     /// The numeric code as sent on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorCode::BadRequest => "400",
             ErrorCode::NotFound => "404",
             ErrorCode::Internal => "500",
             ErrorCode::NotImplemented => "501",
@@ -38,6 +42,7 @@ impl ErrorCode {
     /// Parses a wire code; unknown codes are `None`.
     pub fn parse(code: &[u8]) -> Option<Self> {
         Some(match code {
+            b"400" => ErrorCode::BadRequest,
             b"404" => ErrorCode::NotFound,
             b"500" => ErrorCode::Internal,
             b"501" => ErrorCode::NotImplemented,

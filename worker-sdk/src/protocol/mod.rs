@@ -36,11 +36,15 @@ pub const MDPC02: &[u8] = b"MDPC02";
 pub const MDPW02: &[u8] = b"MDPW02";
 
 /// Which variant of the Majordomo Protocol a peer speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// In configs and on the command line it is the `protocol` setting: `"0.2"` (the default),
+/// `"0.1"` or `"go"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Dialect {
     /// 7/MDP (MDP/0.1): zguide peers. No PARTIAL; the worker's REPLY is a FINAL.
     V01,
     /// 18/MDP (MDP/0.2): plantd's native dialect.
+    #[default]
     V02,
     /// The Go plantd system's "MDP v0.2": ASCII command words, a leading empty frame on messages to
     /// the broker, and no delimiter between client address and body in worker replies.
@@ -69,6 +73,41 @@ impl std::str::FromStr for Dialect {
                 "unknown protocol {other:?} (expected 0.1, 0.2 or go)"
             )),
         }
+    }
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Serialised as its [`name`](Dialect::name), so configs read `protocol: "0.1"`.
+impl serde::Serialize for Dialect {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// Accepts every spelling [`FromStr`](std::str::FromStr) does, and the numbers `0.1` and `0.2`:
+/// an unquoted `protocol: 0.1` in YAML, or `PLANTD_<SERVICE>_PROTOCOL=0.1`, arrives as a float.
+impl<'de> serde::Deserialize<'de> for Dialect {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dialect;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an MDP protocol: \"0.1\", \"0.2\" or \"go\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dialect, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dialect, E> {
+                // `0.1_f64` displays as "0.1": the shortest text that reads back as the same float.
+                self.visit_str(&v.to_string())
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 

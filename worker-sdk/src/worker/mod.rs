@@ -40,7 +40,7 @@ use crate::Shutdown;
 
 pub use handler::Responder;
 use handler::{BoxFuture, Executor, Handler};
-use session::{Registrations, Session};
+use session::{Registrations, Session, Unanswered};
 
 /// Message bodies as the SDK hands them to handlers and callers: one `Vec<u8>` per frame.
 pub type Frames = Vec<Vec<u8>>;
@@ -198,6 +198,7 @@ impl Worker {
         let mut sessions = Vec::new();
         let mut wakers = Vec::new();
         for endpoint in &self.endpoints {
+            let unanswered = Arc::new(Unanswered::default());
             for index in 0..self.concurrency {
                 let first_socket = session::connect(&context, endpoint).map_err(|source| {
                     WorkerError::InvalidEndpoint {
@@ -225,6 +226,7 @@ impl Worker {
                     outcomes: outcomes_rx,
                     executor,
                     registrations: registrations.clone(),
+                    unanswered: unanswered.clone(),
                     stop: stop.clone(),
                     trust_connection: true,
                 });

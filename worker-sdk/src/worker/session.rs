@@ -13,12 +13,18 @@
 //! Broker loss (nothing heard for liveness × interval, or the connection closed) or a DISCONNECT
 //! from the broker closes the socket and registers again on a new one, with exponential backoff
 //! after a loss.
+//!
+//! A broker that never answers READY (one that speaks another MDP version drops it unread, and so
+//! does a peer that is no broker) would leave the worker reconnecting silently forever, so the
+//! first such loss is logged at `warn` with the likely cause: once per endpoint, not per session
+//! or per retry, until the broker is heard from again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::health::Check;
 use crate::monitor::{ConnectionMonitor, MonitorGuard};
@@ -69,6 +75,11 @@ impl Registrations {
     }
 }
 
+/// Whether the broker at one endpoint has been reported as not answering; shared by the
+/// endpoint's sessions, so the report is made once, and cleared when any of them hears from it.
+#[derive(Default)]
+pub(crate) struct Unanswered(AtomicBool);
+
 /// Why a connection ended.
 enum End {
     /// Shutdown requested: DISCONNECT sent, stop.
@@ -99,6 +110,8 @@ pub(crate) struct Session {
     pub(crate) outcomes: mpsc::Receiver<Outcome>,
     pub(crate) executor: Executor,
     pub(crate) registrations: Arc<Registrations>,
+    /// Shared with the other sessions of this endpoint.
+    pub(crate) unanswered: Arc<Unanswered>,
     pub(crate) stop: Shutdown,
     /// Whether a connection alone counts as registered: false after the last session ended with
     /// a silent broker, true again once a broker has sent anything.
@@ -181,6 +194,8 @@ impl Session {
         // check can go UP before the broker knows this worker.
         let mut ready_sent = false;
         let mut registered = false;
+        // Whether the broker has sent anything on this connection.
+        let mut heard = false;
         // Requests being handled, at most `credit` (plantd's credit extension; 1 is plain MDP).
         let mut in_flight: Vec<InFlight> = Vec::with_capacity(settings.credit as usize);
         let mut heartbeat_at = Instant::now() + settings.heartbeat;
@@ -256,6 +271,10 @@ impl Session {
                 while let Ok(frames) = protocol::recv_frames(&broker.socket, zmq::DONTWAIT) {
                     broker_expiry = Instant::now() + patience;
                     self.trust_connection = true;
+                    if !heard {
+                        heard = true;
+                        self.answered();
+                    }
                     if !registered {
                         registered = true;
                         self.registrations.registered();
@@ -323,6 +342,9 @@ impl Session {
             // Connected, yet silent: the broker may be hung, so a connection alone proves nothing.
             self.trust_connection = false;
         }
+        if !heard && matches!(end, End::Lost) {
+            self.unanswered(ready_sent, patience);
+        }
         if registered {
             let reason = match end {
                 End::Shutdown => "worker stopped",
@@ -336,6 +358,42 @@ impl Session {
             self.executor.abandon();
         }
         end
+    }
+
+    /// Reports, once per endpoint until the broker is heard from, a connection that ended without
+    /// a word from the broker.
+    fn unanswered(&self, connected: bool, patience: Duration) {
+        if self.unanswered.0.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (service, protocol) = (&self.settings.service, self.settings.dialect.name());
+        let waited_ms = patience.as_millis();
+        if connected {
+            warn!(
+                endpoint = %self.endpoint,
+                service = %service,
+                protocol,
+                "the broker never answered READY (MDP/{protocol}) within {waited_ms} ms; \
+                 reconnecting until it does. Likely cause: it does not speak MDP/{protocol} \
+                 (zguide brokers speak only 0.1: set this service's `protocol`), or the endpoint \
+                 is not an MDP broker"
+            );
+        } else {
+            warn!(
+                endpoint = %self.endpoint,
+                service = %service,
+                protocol,
+                "no connection to the broker within {waited_ms} ms; still trying. Likely cause: \
+                 no broker listens at the endpoint (not started yet, or a wrong host or port)"
+            );
+        }
+    }
+
+    /// Clears the report of [`Session::unanswered`] when a broker reported silent speaks.
+    fn answered(&self) {
+        if self.unanswered.0.swap(false, Ordering::Relaxed) {
+            info!(endpoint = %self.endpoint, service = %self.settings.service, "the broker answered");
+        }
     }
 
     /// Sends one command without blocking; a full or dead pipe drops it (liveness handles the rest).

@@ -90,8 +90,9 @@ pub struct LoadArgs {
     /// request in flight.
     #[arg(long)]
     pub credit: Option<u32>,
-    /// MDP dialect of the bench's clients and workers: 0.1 or 0.2.
-    #[arg(long, default_value = "0.2")]
+    /// MDP dialect of the bench's clients, workers and preflight check: the global `--protocol`
+    /// (which, global, may follow the subcommand: `plant bench broker --protocol 0.1`).
+    #[arg(skip)]
     pub protocol: Dialect,
     /// Run each measurement for this many seconds instead of a fixed request count.
     #[arg(long)]
@@ -125,8 +126,14 @@ pub struct LoadArgs {
     pub rounds: usize,
 }
 
-/// Runs a bench subcommand; `json` selects machine-readable output.
-pub fn run(command: BenchCommand, json: bool) -> Result<()> {
+/// Runs a bench subcommand speaking `protocol` (the global `--protocol`); `json` selects
+/// machine-readable output.
+pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
+    let command = match command {
+        BenchCommand::Broker(args) => BenchCommand::Broker(LoadArgs { protocol, ..args }),
+        BenchCommand::Ceiling(args) => BenchCommand::Ceiling(LoadArgs { protocol, ..args }),
+        other => other,
+    };
     match command {
         BenchCommand::Broker(args) if args.compare_ceiling => compare(&args, json),
         BenchCommand::Broker(args) => {
@@ -281,7 +288,7 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
         .context("cannot start bench echo workers")?;
         (Some(lean), None)
     };
-    wait_for_service(&endpoint, &args.service)?;
+    wait_for_service(&endpoint, &args.service, args.protocol)?;
     let spec = spec(args, endpoint)?;
     if let Some(kind) = args.sdk_client {
         return Ok(measure(&spec, "broker", |progress| {
@@ -339,8 +346,12 @@ fn ceiling_run(args: &LoadArgs, mdp_frames: bool) -> Result<LoadReport> {
     }))
 }
 
-fn wait_for_service(endpoint: &str, service: &str) -> Result<()> {
-    let client = plantd_worker_sdk::Client::connect(endpoint)?.with_timeout(Duration::from_secs(2));
+/// Waits until `mmi.service` says `service` has a worker, asking in `protocol`: the dialect of the
+/// run itself, so a broker that speaks only that one (a zguide broker, 0.1) can answer.
+fn wait_for_service(endpoint: &str, service: &str, protocol: Dialect) -> Result<()> {
+    let client = plantd_worker_sdk::Client::connect(endpoint)?
+        .with_timeout(Duration::from_secs(2))
+        .with_dialect(protocol);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while !client.service_available(service).unwrap_or(false) {
         if std::time::Instant::now() > deadline {

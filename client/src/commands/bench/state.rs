@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use plantd_worker_sdk::client::Client;
+use plantd_worker_sdk::protocol::Dialect;
 use plantd_worker_sdk::testing::free_port;
 use plantd_worker_sdk::{Frames, HandlerError, Worker};
 use serde_json::json;
@@ -158,8 +159,9 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
         ..plantd_state::StateConfig::default()
     };
     broker.spawn(plantd_state::run(state, stop));
-    super::wait_for_service(&endpoint, ECHO)?;
-    super::wait_for_service(&endpoint, STATE)?;
+    // Our own in-process broker, so the native dialect.
+    super::wait_for_service(&endpoint, ECHO, Dialect::V02)?;
+    super::wait_for_service(&endpoint, STATE, Dialect::V02)?;
 
     let echo_phase = |name| {
         phase(
