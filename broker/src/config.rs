@@ -225,10 +225,14 @@ mod tests {
             )?;
             jail.set_env("PLANTD_BROKER_HEALTH_PORT", "1002");
             jail.set_env("PLANTD_BROKER_QUEUE_LIMIT", "8");
+            jail.set_env("PLANTD_BROKER_MAX_MESSAGE_SIZE", "-1");
+            jail.set_env("PLANTD_BROKER_CLIENT_QUEUE_LIMIT_BYTES", "4096");
             let c: BrokerConfig =
                 plantd_worker_sdk::config::load("broker", None, Flags { health_port: None })
                     .unwrap();
             assert_eq!((c.health_port, c.queue_limit, c.max_retries), (1002, 8, 9));
+            assert_eq!((c.max_message_size, c.client_queue_limit_bytes), (-1, 4096));
+            c.validate().unwrap();
             assert_eq!(
                 c.heartbeat_interval_ms, 2500,
                 "untouched keys keep defaults"

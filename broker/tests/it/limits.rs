@@ -61,6 +61,11 @@ fn a_peer_sending_a_frame_above_max_message_size_is_disconnected_and_counted() {
         big.call("limits.echo", &[b"small"]),
         vec![b"small".to_vec()]
     );
+    // Only the worker, the client and `big` are connected (the MMI helpers' connections have
+    // ended), so the next disconnect can only be `big`'s.
+    wait_until("three connections are open", || {
+        broker.metric("plantd_broker_connections") == 3.0
+    });
     let requests = broker.metric("plantd_broker_requests_total");
     let disconnects = broker.metric("plantd_broker_disconnects_total");
 
