@@ -112,14 +112,8 @@ fn read_events(reader: &zmq::Socket, metrics: &ConnectionMetrics, stop: &AtomicB
             Ok(_) => continue,
             Err(_) => return,
         }
-        // Each event is two frames: [u16 event id + u32 value, endpoint].
         while let Ok(frames) = reader.recv_multipart(zmq::DONTWAIT) {
-            let Some(id) = frames
-                .first()
-                .and_then(|f| f.get(..2))
-                .and_then(|b| b.try_into().ok())
-                .map(u16::from_ne_bytes)
-            else {
+            let Some(id) = plantd_worker_sdk::monitor::event_id(&frames) else {
                 continue;
             };
             if id == zmq::SocketEvent::ACCEPTED.to_raw() {

@@ -10,14 +10,14 @@
 //! - [`service`]: the shared `main` of service binaries.
 //! - [`signal`]: SIGINT/SIGTERM handling for binaries.
 //! - [`wake`]: a doorbell that wakes a thread sleeping in `zmq::poll`.
-//! - `monitor`: whether a socket is connected, from libzmq's socket events (safely).
+//! - [`monitor`]: whether a socket is connected, from libzmq's socket events (safely).
 //! - [`testing`]: helpers for integration tests (free loopback ports).
 
 pub mod bus;
 pub mod client;
 pub mod config;
 pub mod health;
-mod monitor;
+pub mod monitor;
 pub mod protocol;
 pub mod service;
 pub mod signal;

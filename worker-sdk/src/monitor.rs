@@ -20,6 +20,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The event id of one socket-monitor message, `[u16 event id + u32 value, endpoint]`, as read
+/// from a monitor's PAIR socket; `None` if it is not one.
+pub fn event_id(frames: &[Vec<u8>]) -> Option<u16> {
+    frames
+        .first()
+        .and_then(|f| f.get(..2))
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_ne_bytes)
+}
+
 /// The reading end of a socket monitor (a PAIR), shared by [`ConnectionMonitor`] and
 /// [`MonitorGuard`].
 type Reader = Arc<Mutex<zmq::Socket>>;
@@ -96,14 +106,8 @@ impl ConnectionMonitor {
     /// connection to the endpoint is up (handshake done, not yet disconnected).
     pub fn is_connected(&mut self) -> bool {
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        // Each event is two frames: [u16 event id + u32 value, endpoint].
         while let Ok(frames) = reader.recv_multipart(zmq::DONTWAIT) {
-            let Some(id) = frames
-                .first()
-                .and_then(|f| f.get(..2))
-                .and_then(|b| b.try_into().ok())
-                .map(u16::from_ne_bytes)
-            else {
+            let Some(id) = event_id(&frames) else {
                 continue;
             };
             if id == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
