@@ -82,6 +82,12 @@ fn sigterm_stops_the_binary_cleanly_with_exit_code_0() {
         let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
     }
     assert_eq!(status.code(), Some(0), "{status:?}; stderr:\n{stderr}");
+    assert!(stderr.contains("broker listening"), "{stderr}");
+    // A pipe is not a terminal: plain text, no colour codes.
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in piped logs: {stderr:?}"
+    );
 }
 
 #[test]
