@@ -13,6 +13,24 @@ fn command(dir: &std::path::Path) -> Command {
     plantd_worker_sdk::testing::service_command(BIN, dir, "PLANTD_BROKER_CONFIG")
 }
 
+/// The binary on a free endpoint and health port (buses off, logs at `info` to a pipe): the child,
+/// its endpoint and its health port.
+fn spawn_broker(dir: &std::path::Path) -> (std::process::Child, String, u16) {
+    let health_port = plantd_worker_sdk::testing::free_port();
+    let endpoint = plantd_worker_sdk::testing::free_endpoint();
+    let child = command(dir)
+        .args(["--endpoint", &endpoint])
+        .args(["--health-port", &health_port.to_string()])
+        .args(["--log-level", "info"])
+        .env("PLANTD_BROKER_HEALTH_HOST", "127.0.0.1")
+        .env("PLANTD_BROKER_BUS__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plantd-broker");
+    (child, endpoint, health_port)
+}
+
 #[test]
 fn print_config_shows_flags_over_env_over_file_over_defaults() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -38,21 +56,7 @@ fn print_config_shows_flags_over_env_over_file_over_defaults() {
 #[test]
 fn sigterm_stops_the_binary_cleanly_with_exit_code_0() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let health_port = plantd_worker_sdk::testing::free_port();
-    let endpoint = plantd_worker_sdk::testing::free_endpoint();
-    let mut child = command(dir.path())
-        .args([
-            "--endpoint",
-            &endpoint,
-            "--health-port",
-            &health_port.to_string(),
-        ])
-        .env("PLANTD_BROKER_HEALTH_HOST", "127.0.0.1")
-        .env("PLANTD_BROKER_BUS__ENABLED", "false")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plantd-broker");
+    let (mut child, _endpoint, health_port) = spawn_broker(dir.path());
     let url = format!("http://127.0.0.1:{health_port}/healthz");
     wait_until("the binary's /healthz is UP", || {
         assert!(
@@ -95,22 +99,7 @@ fn a_flood_of_malformed_messages_is_not_logged_per_message() {
     use rand::SeedableRng;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let health_port = plantd_worker_sdk::testing::free_port();
-    let endpoint = plantd_worker_sdk::testing::free_endpoint();
-    let mut child = command(dir.path())
-        .args([
-            "--endpoint",
-            &endpoint,
-            "--health-port",
-            &health_port.to_string(),
-        ])
-        .args(["--log-level", "info"])
-        .env("PLANTD_BROKER_HEALTH_HOST", "127.0.0.1")
-        .env("PLANTD_BROKER_BUS__ENABLED", "false")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plantd-broker");
+    let (mut child, endpoint, health_port) = spawn_broker(dir.path());
     let metrics = format!("http://127.0.0.1:{health_port}/metrics");
     let received = || -> f64 {
         let Ok(text) = reqwest::blocking::get(&metrics).and_then(|r| r.text()) else {
