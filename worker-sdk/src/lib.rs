@@ -1,6 +1,7 @@
 //! The plantd worker SDK: everything a plantd process shares.
 //!
 //! - [`protocol`]: the only MDP codec (three dialects) and the error-reply format.
+//! - [`auth`]: the one access-token verifier (identity's Ed25519 JWTs, revocations, permissions).
 //! - [`client`]: blocking and async MDP clients, with MMI helpers.
 //! - [`worker`]: the MDP worker runtime (sessions, heartbeats, reconnects, handlers).
 //! - [`bus`]: pub/sub on the broker's buses (publisher, subscriber, `Metric`/`Event` types).
@@ -13,6 +14,7 @@
 //! - [`monitor`]: whether a socket is connected, from libzmq's socket events (safely).
 //! - [`testing`]: helpers for integration tests (free loopback ports).
 
+pub mod auth;
 pub mod bus;
 pub mod client;
 pub mod config;
