@@ -6,8 +6,24 @@ pub fn configure() {
     // relying on `tweetnacl`. However since this `tweetnacl` [has never been
     // audited nor is ready for production](https://github.com/zeromq/libzmq/issues/3006),
     // we link against `libsodium` to enable `ZMQ_CURVE`.
+    //
+    // plantd (rust-zmq#400): the libsodium that `libsodium-sys-stable` built, found through its
+    // `links = "sodium"` metadata. Upstream passes `None` here, which compiles CURVE out.
+    let sodium = |key: &str| {
+        let name = format!("DEP_SODIUM_{}", key);
+        std::env::var(&name)
+            .unwrap_or_else(|_| panic!("libsodium-sys-stable did not report {}", name))
+    };
+    let libsodium = zeromq_src::LibLocation::new(sodium("LIB"), sodium("INCLUDE"));
+    // plantd: cargo replays a path dependency's build warnings on every build; libzmq's own
+    // compiler warnings are upstream's business, so they are silenced (`-w`).
+    for flags in &["CFLAGS", "CXXFLAGS"] {
+        let mut value = std::env::var(flags).unwrap_or_default();
+        value.push_str(" -w");
+        std::env::set_var(flags, value);
+    }
     zeromq_src::Build::new()
-        .with_libsodium(None)
+        .with_libsodium(Some(libsodium))
         .build();
 }
 
