@@ -3,6 +3,7 @@
 //! - [`protocol`]: the only MDP codec (three dialects) and the error-reply format.
 //! - [`auth`]: the one access-token verifier (identity's Ed25519 JWTs, revocations, permissions).
 //! - [`client`]: blocking and async MDP clients, with MMI helpers.
+//! - [`curve`]: CURVE keys, key files and the `curve` configuration section every socket uses.
 //! - [`worker`]: the MDP worker runtime (sessions, heartbeats, reconnects, handlers).
 //! - [`bus`]: pub/sub on the broker's buses (publisher, subscriber, `Metric`/`Event` types).
 //! - [`health`]: `/healthz` and `/metrics` over HTTP.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod bus;
 pub mod client;
 pub mod config;
+pub mod curve;
 pub mod health;
 pub mod monitor;
 pub mod protocol;

@@ -1,6 +1,11 @@
 //! [`ConnectionMonitor`]: whether a socket (a bus socket, a worker session's DEALER) is connected,
-//! from libzmq's socket events, and [`MonitorGuard`], which keeps that monitor safe for the other
-//! sockets of its context.
+//! and why its handshake failed if it did ([`HandshakeFailure`]: a CURVE key the broker refused,
+//! a wrong server key, one side without CURVE), from libzmq's socket events; and
+//! [`MonitorGuard`], which keeps that monitor safe for the other sockets of its context.
+//!
+//! libzmq does not retry a handshake that failed on a protocol error (a refused key, mismatched
+//! mechanisms): that connection stays down for good, so owners report the failure rather than
+//! wait for a connection that cannot come.
 //!
 //! libzmq delivers socket events from its I/O thread through an internal PAIR socket, with a
 //! *blocking* send (`socket_base_t::monitor_event` in 4.3.x). If nothing is connected to read
@@ -30,6 +35,92 @@ pub fn event_id(frames: &[Vec<u8>]) -> Option<u16> {
         .map(u16::from_ne_bytes)
 }
 
+/// The event value of one socket-monitor message (the ZAP status code of an authentication
+/// failure, the ZMTP error of a protocol failure, ...).
+fn event_value(frames: &[Vec<u8>]) -> u32 {
+    frames
+        .first()
+        .and_then(|f| f.get(2..6))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_ne_bytes)
+}
+
+/// libzmq's `ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH`: one side uses CURVE, the other not.
+const MECHANISM_MISMATCH: u32 = 0x1100_0002;
+/// libzmq's `ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC`: a CURVE box did not open.
+const CRYPTOGRAPHIC: u32 = 0x1100_0001;
+
+/// Why a connection's security handshake failed, as the socket monitor tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The server's authentication (ZAP) refused this key; `status` is the ZAP status code
+    /// (`400`: not on the allow list).
+    Refused {
+        /// The ZAP status code.
+        status: u32,
+    },
+    /// One side uses CURVE and the other does not.
+    MechanismMismatch,
+    /// A CURVE message could not be decrypted: the keys do not belong together.
+    Cryptographic,
+    /// Another ZMTP protocol error (libzmq's `ZMQ_PROTOCOL_ERROR_*` code).
+    Protocol {
+        /// The code.
+        code: u32,
+    },
+    /// The peer closed the connection during the handshake: with CURVE, usually because the
+    /// client's `server_key` is not the server's public key (or the server has no ZAP handler).
+    Closed,
+}
+
+impl std::fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeFailure::Refused { status } => write!(
+                f,
+                "the broker refused this CURVE key (ZAP status {status}): it is not on the \
+                 broker's allow list (curve.authorized_keys)"
+            ),
+            HandshakeFailure::MechanismMismatch => f.write_str(
+                "security mismatch: one side uses CURVE and the other does not (set or unset \
+                 the server key)",
+            ),
+            HandshakeFailure::Cryptographic => f.write_str(
+                "CURVE handshake failed: the keys do not match (check the broker's public key)",
+            ),
+            HandshakeFailure::Protocol { code } => {
+                write!(f, "handshake failed: ZMTP protocol error 0x{code:08x}")
+            }
+            HandshakeFailure::Closed => f.write_str(
+                "the broker closed the connection during the CURVE handshake (is the server key \
+                 the broker's public key?)",
+            ),
+        }
+    }
+}
+
+/// The handshake outcome an event reports, if it reports one.
+fn handshake_outcome(frames: &[Vec<u8>]) -> Option<Result<(), HandshakeFailure>> {
+    let id = event_id(frames)?;
+    let value = event_value(frames);
+    let failure = if id == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
+        return Some(Ok(()));
+    } else if id == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw() {
+        HandshakeFailure::Refused { status: value }
+    } else if id == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw() {
+        match value {
+            MECHANISM_MISMATCH => HandshakeFailure::MechanismMismatch,
+            CRYPTOGRAPHIC => HandshakeFailure::Cryptographic,
+            code => HandshakeFailure::Protocol { code },
+        }
+    } else if id == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw() {
+        HandshakeFailure::Closed
+    } else {
+        return None;
+    };
+    Some(Err(failure))
+}
+
 /// The reading end of a socket monitor (a PAIR), shared by [`ConnectionMonitor`] and
 /// [`MonitorGuard`].
 type Reader = Arc<Mutex<zmq::Socket>>;
@@ -43,6 +134,8 @@ type Reader = Arc<Mutex<zmq::Socket>>;
 pub struct ConnectionMonitor {
     reader: Reader,
     connections: usize,
+    /// The last handshake outcome: `Some(Err(_))` after a failure, until a handshake succeeds.
+    handshake: Option<Result<(), HandshakeFailure>>,
 }
 
 /// Held by the owner of a monitored socket: keeps the event reader open and stops the monitor
@@ -79,7 +172,10 @@ impl ConnectionMonitor {
             NEXT_ID.fetch_add(1, Ordering::Relaxed)
         );
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()
-            | zmq::SocketEvent::DISCONNECTED.to_raw();
+            | zmq::SocketEvent::DISCONNECTED.to_raw()
+            | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw()
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw();
         socket.monitor(&address, i32::from(events))?;
         let reader = context.socket(zmq::PAIR)?;
         // No queue limit: with one, an unread backlog would block libzmq's I/O thread (module docs).
@@ -91,6 +187,7 @@ impl ConnectionMonitor {
         let monitor = ConnectionMonitor {
             reader: Arc::clone(&reader),
             connections: 0,
+            handshake: None,
         };
         Ok((monitor, MonitorGuard { _reader: reader }))
     }
@@ -102,11 +199,39 @@ impl ConnectionMonitor {
         f(reader.as_poll_item(zmq::POLLIN))
     }
 
+    /// The poll item of [`with_poll_item`](Self::with_poll_item) as the reader's notification
+    /// fd, for poll sets that outlive a borrow. Edge-triggered: call
+    /// [`is_connected`](Self::is_connected) or [`handshake`](Self::handshake) after every wake-up.
+    pub(crate) fn wake_item(&self) -> zmq::Result<zmq::PollItem<'static>> {
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(zmq::PollItem::from_fd(reader.get_fd()?, zmq::POLLIN))
+    }
+
     /// Reads the events that arrived since the last call and reports whether at least one
     /// connection to the endpoint is up (handshake done, not yet disconnected).
     pub fn is_connected(&mut self) -> bool {
+        self.read_events();
+        self.connections > 0
+    }
+
+    /// Reads the events that arrived since the last call and returns the outcome of the last
+    /// handshake: `None` before any, `Some(Err(_))` after one failed (until one succeeds).
+    pub fn handshake(&mut self) -> Option<Result<(), HandshakeFailure>> {
+        self.read_events();
+        self.handshake
+    }
+
+    /// The failure of the last handshake, if it failed (see [`handshake`](Self::handshake)).
+    pub fn handshake_failure(&mut self) -> Option<HandshakeFailure> {
+        self.handshake().and_then(Result::err)
+    }
+
+    fn read_events(&mut self) {
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         while let Ok(frames) = reader.recv_multipart(zmq::DONTWAIT) {
+            if let Some(outcome) = handshake_outcome(&frames) {
+                self.handshake = Some(outcome);
+            }
             let Some(id) = event_id(&frames) else {
                 continue;
             };
@@ -116,7 +241,6 @@ impl ConnectionMonitor {
                 self.connections = self.connections.saturating_sub(1);
             }
         }
-        self.connections > 0
     }
 }
 

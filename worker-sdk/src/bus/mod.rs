@@ -7,6 +7,10 @@
 //! subscriber may be created before the broker runs and keeps working across broker restarts
 //! (messages published while disconnected are lost, as always with PUB/SUB).
 //!
+//! CURVE: `connect_with` on either takes the client's keys (`CurveConfig::client`). A broker
+//! that refuses the key shows in the returned monitor (`ConnectionMonitor::handshake_failure`);
+//! libzmq does not retry that connection, so the socket stays unconnected until it is made anew.
+//!
 //! High-water marks: libzmq's default of 1000 queued messages per pipe drops a good part of any
 //! burst that outruns the proxy for a moment, even when the subscriber keeps up on average. Both
 //! ends here default to [`DEFAULT_HIGH_WATER_MARK`] (2,000,000 messages), which absorbs a
@@ -99,6 +103,7 @@ fn connect_socket(
     high_water_mark: i32,
     linger_ms: i32,
     monitored: bool,
+    curve: Option<&crate::curve::ClientCurve>,
 ) -> Result<
     (
         zmq::Socket,
@@ -118,6 +123,7 @@ fn connect_socket(
     socket
         .set_linger(linger_ms)
         .map_err(zmq_error("set_linger", endpoint))?;
+    crate::curve::apply_client(curve, &socket).map_err(zmq_error("set_curve", endpoint))?;
     let monitor = if monitored {
         Some(
             ConnectionMonitor::attach(&context(), &socket)

@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::{
     connect_socket, zmq_error, BusError, ConnectionMonitor, Metric, DEFAULT_HIGH_WATER_MARK,
 };
+use crate::curve::ClientCurve;
 use crate::monitor::MonitorGuard;
 use crate::protocol::bus::encode_msgpack;
 
@@ -28,7 +29,7 @@ impl Publisher {
 
     /// Connects with an explicit send queue limit, in messages (0 = unlimited).
     pub fn connect_with_hwm(endpoint: &str, high_water_mark: i32) -> Result<Self, BusError> {
-        Ok(Self::open(endpoint, high_water_mark, false)?.0)
+        Ok(Self::open(endpoint, high_water_mark, false, None)?.0)
     }
 
     /// Connects and also returns a [`ConnectionMonitor`] that says whether the bus frontend is
@@ -37,7 +38,20 @@ impl Publisher {
         endpoint: &str,
         high_water_mark: i32,
     ) -> Result<(Self, ConnectionMonitor), BusError> {
-        let (publisher, monitor) = Self::open(endpoint, high_water_mark, true)?;
+        let (publisher, monitor) = Self::open(endpoint, high_water_mark, true, None)?;
+        let monitor = monitor.ok_or_else(|| zmq_error("monitor", endpoint)(zmq::Error::EINVAL))?;
+        Ok((publisher, monitor))
+    }
+
+    /// Connects like [`connect_monitored`](Self::connect_monitored), as a CURVE client with
+    /// `curve` when given (a plain socket with `None`). The monitor also tells a refused
+    /// handshake ([`ConnectionMonitor::handshake_failure`]).
+    pub fn connect_with(
+        endpoint: &str,
+        high_water_mark: i32,
+        curve: Option<&ClientCurve>,
+    ) -> Result<(Self, ConnectionMonitor), BusError> {
+        let (publisher, monitor) = Self::open(endpoint, high_water_mark, true, curve)?;
         let monitor = monitor.ok_or_else(|| zmq_error("monitor", endpoint)(zmq::Error::EINVAL))?;
         Ok((publisher, monitor))
     }
@@ -46,10 +60,11 @@ impl Publisher {
         endpoint: &str,
         high_water_mark: i32,
         monitored: bool,
+        curve: Option<&ClientCurve>,
     ) -> Result<(Self, Option<ConnectionMonitor>), BusError> {
         // Give queued messages a moment to leave on drop, but never hang a process on exit.
         let (socket, monitor) =
-            connect_socket(zmq::PUB, endpoint, high_water_mark, 1000, monitored)?;
+            connect_socket(zmq::PUB, endpoint, high_water_mark, 1000, monitored, curve)?;
         let (monitor, guard) = monitor.unzip();
         let publisher = Publisher {
             socket,

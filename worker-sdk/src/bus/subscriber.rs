@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::{
     connect_socket, zmq_error, BusError, BusMessage, ConnectionMonitor, DEFAULT_HIGH_WATER_MARK,
 };
+use crate::curve::ClientCurve;
 use crate::monitor::MonitorGuard;
 use crate::protocol::bus::decode;
 use crate::protocol::recv_frames;
@@ -36,7 +37,7 @@ impl Subscriber {
 
     /// Connects with an explicit receive queue limit, in messages (0 = unlimited).
     pub fn connect_with_hwm(endpoint: &str, high_water_mark: i32) -> Result<Self, BusError> {
-        Ok(Self::open(endpoint, high_water_mark, false)?.0)
+        Ok(Self::open(endpoint, high_water_mark, false, None)?.0)
     }
 
     /// Connects like [`connect_with_hwm`](Self::connect_with_hwm) and also returns a
@@ -46,7 +47,20 @@ impl Subscriber {
         endpoint: &str,
         high_water_mark: i32,
     ) -> Result<(Self, ConnectionMonitor), BusError> {
-        let (subscriber, monitor) = Self::open(endpoint, high_water_mark, true)?;
+        let (subscriber, monitor) = Self::open(endpoint, high_water_mark, true, None)?;
+        let monitor = monitor.ok_or_else(|| zmq_error("monitor", endpoint)(zmq::Error::EINVAL))?;
+        Ok((subscriber, monitor))
+    }
+
+    /// Connects like [`connect_monitored`](Self::connect_monitored), as a CURVE client with
+    /// `curve` when given (a plain socket with `None`). The monitor also tells a refused
+    /// handshake ([`ConnectionMonitor::handshake_failure`]).
+    pub fn connect_with(
+        endpoint: &str,
+        high_water_mark: i32,
+        curve: Option<&ClientCurve>,
+    ) -> Result<(Self, ConnectionMonitor), BusError> {
+        let (subscriber, monitor) = Self::open(endpoint, high_water_mark, true, curve)?;
         let monitor = monitor.ok_or_else(|| zmq_error("monitor", endpoint)(zmq::Error::EINVAL))?;
         Ok((subscriber, monitor))
     }
@@ -55,8 +69,10 @@ impl Subscriber {
         endpoint: &str,
         high_water_mark: i32,
         monitored: bool,
+        curve: Option<&ClientCurve>,
     ) -> Result<(Self, Option<ConnectionMonitor>), BusError> {
-        let (socket, monitor) = connect_socket(zmq::SUB, endpoint, high_water_mark, 0, monitored)?;
+        let (socket, monitor) =
+            connect_socket(zmq::SUB, endpoint, high_water_mark, 0, monitored, curve)?;
         let (monitor, guard) = monitor.unzip();
         let subscriber = Subscriber {
             socket,

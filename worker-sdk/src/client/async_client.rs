@@ -20,6 +20,8 @@ use crate::Frames;
 
 use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
+use super::probe::{Probing, Verdict};
+use crate::curve::ClientCurve;
 use super::retry::{Attempts, RetryPolicy};
 use super::{
     check_service, classify, send_request, ClientError, Incoming, Options, Reply, MAX_IDLE_SOCKETS,
@@ -60,13 +62,23 @@ impl AsyncClient {
     /// A client of the broker at `endpoint`, with its I/O thread started. Fails only on an
     /// invalid endpoint; the broker need not be up yet. No runtime is needed to create it.
     pub fn connect(endpoint: &str) -> Result<AsyncClient, ClientError> {
+        AsyncClient::connect_with(endpoint, None)
+    }
+
+    /// A client of the broker at `endpoint` whose sockets are CURVE clients with `curve` (plain
+    /// ones with `None`, like [`connect`](Self::connect)).
+    pub fn connect_with(
+        endpoint: &str,
+        curve: Option<ClientCurve>,
+    ) -> Result<AsyncClient, ClientError> {
         let context = zmq::Context::new();
-        let first = Connection::open(&context, endpoint)?;
+        let first = Connection::open(&context, endpoint, curve.as_ref())?;
         let (doorbell, waker) = Doorbell::new(&context)?;
         let (commands_tx, commands_rx) = mpsc::channel();
         let io = IoThread {
             context,
             endpoint: endpoint.to_owned(),
+            curve,
             doorbell,
             commands: commands_rx,
             idle: vec![first],
@@ -220,7 +232,11 @@ struct Pending {
     body: Frames,
     options: Options,
     attempts: Attempts,
+    /// When the current attempt started.
+    started: Instant,
     deadline: Instant,
+    /// Finding out why the current attempt's connection does not come up (`probe.rs`).
+    probing: Probing,
     replies: UnboundedSender<Result<Reply, ClientError>>,
 }
 
@@ -308,6 +324,7 @@ enum Step {
 struct IoThread {
     context: zmq::Context,
     endpoint: String,
+    curve: Option<ClientCurve>,
     doorbell: Doorbell,
     commands: mpsc::Receiver<Command>,
     idle: Vec<Connection>,
@@ -365,28 +382,55 @@ impl IoThread {
         }
     }
 
-    /// Polls the doorbell and every pending request's connection until something may have
-    /// changed or the earliest deadline passes. Returns readability, doorbell first.
+    /// Polls the doorbell and every pending request's connection (and probe) until something
+    /// may have changed or the earliest deadline (or probe start) passes. Returns readability,
+    /// doorbell first, then one entry per pending request.
     fn poll(&self) -> zmq::Result<Vec<bool>> {
         let now = Instant::now();
         let timeout = self
             .pending
             .iter()
-            .map(|p| p.deadline.saturating_duration_since(now))
+            .map(|p| {
+                let until_deadline = p.deadline.saturating_duration_since(now);
+                match p.sent {
+                    false => p
+                        .probing
+                        .due_in(now.saturating_duration_since(p.started))
+                        .map_or(until_deadline, |due| due.min(until_deadline)),
+                    true => until_deadline,
+                }
+            })
             .min()
             .map_or(-1, millis_ceil);
         let mut items = Vec::with_capacity(self.pending.len() + 1);
+        // Which pending request each poll item belongs to (the doorbell to none).
+        let mut owners = Vec::with_capacity(self.pending.len() + 1);
         items.push(self.doorbell.as_poll_item());
-        items.extend(self.pending.iter().map(|p| p.connection.wake_item()));
+        owners.push(None);
+        for (index, pending) in self.pending.iter().enumerate() {
+            items.push(pending.connection.wake_item());
+            owners.push(Some(index));
+            if let Some(probe) = pending.probing.wake_item() {
+                items.push(probe);
+                owners.push(Some(index));
+            }
+        }
         zmq::poll(&mut items, timeout)?;
-        Ok(items.iter().map(|i| i.is_readable()).collect())
+        let mut readable = vec![false; self.pending.len() + 1];
+        readable[0] = items[0].is_readable();
+        for (item, owner) in items.iter().zip(&owners).skip(1) {
+            if let Some(index) = owner {
+                readable[index + 1] |= item.is_readable();
+            }
+        }
+        Ok(readable)
     }
 
     /// A pooled connection (ZeroMQ reconnects it by itself if it dropped while idle) or a new one.
     fn checkout(&mut self) -> Result<Connection, ClientError> {
         match self.idle.pop() {
             Some(connection) => Ok(connection),
-            None => Connection::open(&self.context, &self.endpoint),
+            None => Connection::open(&self.context, &self.endpoint, self.curve.as_ref()),
         }
     }
 
@@ -407,7 +451,9 @@ impl IoThread {
                 body,
                 options,
                 attempts: Attempts::new(&options.retry),
+                started: Instant::now(),
                 deadline: Instant::now() + options.retry.attempt_timeout(),
+                probing: Probing::default(),
                 replies,
             }),
             Err(e) => {
@@ -428,6 +474,22 @@ impl IoThread {
         } else {
             Looked::Waiting
         };
+        if matches!(looked, Looked::Waiting) && !pending.sent {
+            // Still no connection: a broker refusing the handshake must not look like a timeout.
+            let waited = pending.started.elapsed();
+            if let Err(e) =
+                pending
+                    .probing
+                    .start_if_due(waited, &self.context, &self.endpoint, self.curve.as_ref())
+            {
+                let _ = pending.replies.send(Err(e));
+                return Step::Discard;
+            }
+            if let Verdict::Refused(error) = pending.probing.verdict(&self.endpoint) {
+                let _ = pending.replies.send(Err(error));
+                return Step::Discard;
+            }
+        }
         let failure = match looked {
             Looked::Done(step) => return step,
             Looked::Lost => ClientError::BrokerDisconnected,
@@ -441,11 +503,13 @@ impl IoThread {
         // The next attempt on a brand-new connection (a pooled one that has not yet noticed the
         // same broker's death would lose it at once); the old one, and any late reply on it, is
         // closed.
-        match Connection::open(&self.context, &self.endpoint) {
+        match Connection::open(&self.context, &self.endpoint, self.curve.as_ref()) {
             Ok(connection) => {
                 pending.connection = connection;
                 pending.sent = false;
-                pending.deadline = Instant::now() + pending.options.retry.attempt_timeout();
+                pending.started = Instant::now();
+                pending.deadline = pending.started + pending.options.retry.attempt_timeout();
+                pending.probing = Probing::default();
                 Step::Retry
             }
             Err(e) => {

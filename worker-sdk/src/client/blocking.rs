@@ -10,6 +10,8 @@ use crate::Frames;
 
 use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
+use super::probe::{Probing, Verdict};
+use crate::curve::ClientCurve;
 use super::retry::{Attempts, RetryPolicy};
 use super::{
     check_service, classify, send_request, ClientError, Incoming, Options, Reply, MAX_IDLE_SOCKETS,
@@ -26,6 +28,7 @@ pub struct Client {
 struct Shared {
     context: zmq::Context,
     endpoint: String,
+    curve: Option<ClientCurve>,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -33,12 +36,19 @@ impl Client {
     /// A client of the broker at `endpoint`. Fails only on an invalid endpoint; the broker need
     /// not be up yet.
     pub fn connect(endpoint: &str) -> Result<Client, ClientError> {
+        Client::connect_with(endpoint, None)
+    }
+
+    /// A client of the broker at `endpoint` whose sockets are CURVE clients with `curve` (plain
+    /// ones with `None`, like [`connect`](Self::connect)).
+    pub fn connect_with(endpoint: &str, curve: Option<ClientCurve>) -> Result<Client, ClientError> {
         let context = zmq::Context::new();
-        let first = Connection::open(&context, endpoint)?;
+        let first = Connection::open(&context, endpoint, curve.as_ref())?;
         Ok(Client {
             shared: Arc::new(Shared {
                 context,
                 endpoint: endpoint.to_owned(),
+                curve,
                 idle: Mutex::new(vec![first]),
             }),
             options: Options::default(),
@@ -110,7 +120,9 @@ impl Client {
             attempts: Attempts::new(&self.options.retry),
             connection: None,
             sent: false,
+            started: Instant::now(),
             deadline: Instant::now(),
+            probing: Probing::default(),
             done: false,
         };
         stream.attempt_on(self.checkout()?);
@@ -154,7 +166,11 @@ impl Client {
     }
 
     fn open(&self) -> Result<Connection, ClientError> {
-        Connection::open(&self.shared.context, &self.shared.endpoint)
+        Connection::open(
+            &self.shared.context,
+            &self.shared.endpoint,
+            self.shared.curve.as_ref(),
+        )
     }
 
     fn checkin(&self, connection: Connection) {
@@ -176,9 +192,13 @@ pub struct ReplyStream {
     connection: Option<Connection>,
     /// Whether the current attempt went out (else it waits for its connection to come up).
     sent: bool,
+    /// When the current attempt started.
+    started: Instant,
     /// When the current wait (for the connection and the first reply, or for the next reply)
     /// times out.
     deadline: Instant,
+    /// Finding out why the current attempt's connection does not come up (`probe.rs`).
+    probing: Probing,
     done: bool,
 }
 
@@ -187,7 +207,9 @@ impl ReplyStream {
     fn attempt_on(&mut self, connection: Connection) {
         self.connection = Some(connection);
         self.sent = false;
-        self.deadline = Instant::now() + self.client.options.retry.attempt_timeout();
+        self.started = Instant::now();
+        self.deadline = self.started + self.client.options.retry.attempt_timeout();
+        self.probing = Probing::default();
     }
 
     /// Sends the current attempt if it has not gone out yet and its connection is up.
@@ -268,8 +290,32 @@ impl ReplyStream {
                 self.retry_after(ClientError::Timeout)?;
                 continue;
             }
-            let mut items = [connection.wake_item()];
-            zmq::poll(&mut items, millis_ceil(remaining))?;
+            let mut wait = remaining;
+            if !self.sent {
+                // Still no connection: a broker refusing the handshake must not look like a
+                // timeout.
+                let shared = &self.client.shared;
+                let waited = self.started.elapsed();
+                self.probing.start_if_due(
+                    waited,
+                    &shared.context,
+                    &shared.endpoint,
+                    shared.curve.as_ref(),
+                )?;
+                if let Verdict::Refused(error) = self.probing.verdict(&shared.endpoint) {
+                    self.connection = None;
+                    return Err(error);
+                }
+                if let Some(due) = self.probing.due_in(waited) {
+                    wait = wait.min(due);
+                }
+            }
+            let Some(connection) = self.connection.as_ref() else {
+                return Err(ClientError::Closed);
+            };
+            let mut items = vec![connection.wake_item()];
+            items.extend(self.probing.wake_item());
+            zmq::poll(&mut items, millis_ceil(wait))?;
         }
     }
 }

@@ -32,6 +32,7 @@
 use zmq_sys::RawFd;
 
 use super::{connect_socket, ClientError};
+use crate::curve::ClientCurve;
 
 /// A DEALER connected to the broker, whose [`state`](Self::state) tells replies and connection
 /// changes apart.
@@ -52,12 +53,17 @@ pub(crate) struct State {
 }
 
 impl Connection {
-    /// A new DEALER connecting to `endpoint` (in the background: the broker need not be up).
-    pub(crate) fn open(context: &zmq::Context, endpoint: &str) -> Result<Connection, ClientError> {
+    /// A new DEALER connecting to `endpoint` (in the background: the broker need not be up), as
+    /// a CURVE client with `curve`.
+    pub(crate) fn open(
+        context: &zmq::Context,
+        endpoint: &str,
+        curve: Option<&ClientCurve>,
+    ) -> Result<Connection, ClientError> {
         let socket = context.socket(zmq::DEALER)?;
         // Before connecting: it decides how libzmq sets up the connection's pipe.
         socket.set_immediate(true)?;
-        connect_socket(&socket, endpoint)?;
+        connect_socket(&socket, endpoint, curve)?;
         let fd = socket.get_fd()?;
         Ok(Connection { socket, fd })
     }
@@ -113,7 +119,7 @@ mod tests {
     fn state_follows_the_connection_and_the_wake_item_fires_on_each_change() {
         let endpoint = free_endpoint();
         let context = zmq::Context::new();
-        let connection = Connection::open(&context, &endpoint).unwrap();
+        let connection = Connection::open(&context, &endpoint, None).unwrap();
         assert!(!connection.state().unwrap().connected, "no peer yet");
         assert_eq!(
             connection.socket().send("early", zmq::DONTWAIT),

@@ -37,8 +37,14 @@
 //! non-idempotent request twice; opt in with `with_retries` or `with_retry_policy` for
 //! idempotent requests.
 //!
+//! **CURVE.** [`Client::connect_curve`] and [`AsyncClient::connect_curve`] make every socket a
+//! CURVE client. A broker that refuses the handshake (a key not on its allow list, a wrong server
+//! key, one side without CURVE) fails the request with [`ClientError::Authentication`], naming
+//! the endpoint, instead of a timeout (see `probe.rs`).
+//!
 //! **Errors.** Broker and worker error replies (`["plantd.error", code, message]`) become typed
-//! errors: `404` [`ClientError::NotFound`], `503` [`ClientError::QueueFull`], `504`
+//! errors: `403` [`ClientError::Forbidden`], `404` [`ClientError::NotFound`], `429`
+//! [`ClientError::RateLimited`], `503` [`ClientError::QueueFull`], `504`
 //! [`ClientError::Expired`], `500` [`ClientError::Worker`], any other code
 //! [`ClientError::Broker`].
 
@@ -46,6 +52,7 @@ mod async_client;
 mod blocking;
 mod connection;
 mod mmi;
+mod probe;
 mod retry;
 
 use std::time::Duration;
@@ -73,6 +80,21 @@ const MAX_IDLE_SOCKETS: usize = 64;
 /// Why a request failed.
 #[derive(Debug, Error)]
 pub enum ClientError {
+    /// The broker refused the connection's security handshake (its CURVE key is not on the
+    /// broker's allow list, the server key is wrong, or one side has no CURVE). Not retried.
+    #[error("authentication failed at {endpoint}: {reason}")]
+    Authentication {
+        /// The broker endpoint.
+        endpoint: String,
+        /// What the handshake said.
+        reason: crate::monitor::HandshakeFailure,
+    },
+    /// `403`: the broker's policy for this client's CURVE key does not allow calling the service.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// `429`: the broker's rate limit for this client (its key, or its connection without CURVE).
+    #[error("rate limited: {0}")]
+    RateLimited(String),
     /// `404`: no worker has ever served the service (the broker let the request expire).
     #[error("service not found (no worker registered for it)")]
     NotFound,
@@ -144,9 +166,14 @@ impl Default for Options {
     }
 }
 
-/// Connects a request socket (a new DEALER) to `endpoint`.
-pub(crate) fn connect_socket(socket: &zmq::Socket, endpoint: &str) -> Result<(), ClientError> {
+/// Connects a request socket (a new DEALER) to `endpoint`, as a CURVE client with `curve`.
+pub(crate) fn connect_socket(
+    socket: &zmq::Socket,
+    endpoint: &str,
+    curve: Option<&crate::curve::ClientCurve>,
+) -> Result<(), ClientError> {
     socket.set_linger(0)?;
+    crate::curve::apply_client(curve, socket)?;
     socket.connect(endpoint).map_err(|e| match e {
         zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT | zmq::Error::ENOCOMPATPROTO => {
             ClientError::InvalidEndpoint(format!("{endpoint:?}: {e}"))
@@ -221,6 +248,8 @@ fn final_result(body: &[Frame]) -> Result<Frames, ClientError> {
         None => Ok(crate::protocol::to_vecs(body)),
         Some(reply) => Err(match ErrorCode::parse(reply.code.as_bytes()) {
             Some(ErrorCode::NotFound) => ClientError::NotFound,
+            Some(ErrorCode::Forbidden) => ClientError::Forbidden(reply.message),
+            Some(ErrorCode::RateLimited) => ClientError::RateLimited(reply.message),
             Some(ErrorCode::QueueFull) => ClientError::QueueFull,
             Some(ErrorCode::Expired) => ClientError::Expired,
             Some(ErrorCode::Internal) => ClientError::Worker(reply.message),

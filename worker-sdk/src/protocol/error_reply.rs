@@ -1,7 +1,8 @@
 //! Broker and worker error replies: a FINAL whose body is `["plantd.error", "<code>", "<message>"]`.
 //!
-//! Codes are HTTP-like (DESIGN.md §4): `400` a client command the broker cannot use, `404` no such
-//! service, `503` queue full, `504` expired, `500` internal or handler failure.
+//! Codes are HTTP-like (DESIGN.md §4, §9): `400` a client command the broker cannot use, `403`
+//! outside the CURVE key's policy, `404` no such service, `429` rate limited, `503` queue full,
+//! `504` expired, `500` internal or handler failure.
 
 use super::Frame;
 
@@ -14,8 +15,12 @@ pub enum ErrorCode {
     /// `400`: the client sent a command the broker cannot use (PARTIAL or FINAL instead of
     /// REQUEST).
     BadRequest,
+    /// `403`: the request is outside the policy of the client's CURVE key.
+    Forbidden,
     /// `404`: the service never had a worker and the request expired.
     NotFound,
+    /// `429`: the client sent requests faster than the broker's rate limit allows.
+    RateLimited,
     /// `500`: the worker's handler failed, or the request exhausted its retries.
     Internal,
     /// `501`: an MMI query the broker does not implement.
@@ -31,7 +36,9 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "400",
+            ErrorCode::Forbidden => "403",
             ErrorCode::NotFound => "404",
+            ErrorCode::RateLimited => "429",
             ErrorCode::Internal => "500",
             ErrorCode::NotImplemented => "501",
             ErrorCode::QueueFull => "503",
@@ -43,7 +50,9 @@ impl ErrorCode {
     pub fn parse(code: &[u8]) -> Option<Self> {
         Some(match code {
             b"400" => ErrorCode::BadRequest,
+            b"403" => ErrorCode::Forbidden,
             b"404" => ErrorCode::NotFound,
+            b"429" => ErrorCode::RateLimited,
             b"500" => ErrorCode::Internal,
             b"501" => ErrorCode::NotImplemented,
             b"503" => ErrorCode::QueueFull,

@@ -33,6 +33,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tracing::debug;
 
+use crate::curve::ClientCurve;
 use crate::health::Check;
 use crate::protocol::Dialect;
 use crate::wake::Doorbell;
@@ -133,6 +134,7 @@ pub(crate) struct Settings {
     pub(crate) reconnect_initial: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) credit: u32,
+    pub(crate) curve: Option<ClientCurve>,
 }
 
 /// Builds a [`Worker`]; start with [`Worker::builder`].
@@ -146,6 +148,7 @@ pub struct WorkerBuilder {
     concurrency: usize,
     credit: u32,
     dialect: Dialect,
+    curve: Option<ClientCurve>,
     connection_check: Option<Check>,
     handler: Option<Handler>,
 }
@@ -172,6 +175,7 @@ impl Worker {
             concurrency: 1,
             credit: 1,
             dialect: Dialect::V02,
+            curve: None,
             connection_check: None,
             handler: None,
         }
@@ -200,12 +204,13 @@ impl Worker {
         for endpoint in &self.endpoints {
             let unanswered = Arc::new(Unanswered::default());
             for index in 0..self.concurrency {
-                let first_socket = session::connect(&context, endpoint).map_err(|source| {
-                    WorkerError::InvalidEndpoint {
-                        endpoint: endpoint.clone(),
-                        source,
-                    }
-                })?;
+                let first_socket =
+                    session::connect(&context, endpoint, self.settings.curve.as_ref()).map_err(
+                        |source| WorkerError::InvalidEndpoint {
+                            endpoint: endpoint.clone(),
+                            source,
+                        },
+                    )?;
                 let (doorbell, waker) = Doorbell::new(&context)?;
                 let (outcomes_tx, outcomes_rx) = mpsc::channel();
                 let executor = Executor::new(
@@ -332,6 +337,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Connects as a CURVE client with these keys (`None`: plain, the default), as
+    /// `config.curve.client()?` gives them. A broker that refuses the key is logged at `error`
+    /// naming the endpoint and shown in the connection check; the session retries with backoff.
+    pub fn curve(mut self, curve: impl Into<Option<ClientCurve>>) -> Self {
+        self.curve = curve.into();
+        self
+    }
+
     /// A health check kept UP while at least one session is registered with a broker.
     ///
     /// A session counts as registered from the moment its socket is connected and READY goes out
@@ -412,6 +425,7 @@ impl WorkerBuilder {
                 reconnect_initial: self.reconnect_initial,
                 reconnect_max: self.reconnect_max,
                 credit: self.credit,
+                curve: self.curve,
             }),
             endpoints: self.endpoints,
             concurrency: self.concurrency,

@@ -18,6 +18,12 @@
 //! does a peer that is no broker) would leave the worker reconnecting silently forever, so the
 //! first such loss is logged at `warn` with the likely cause: once per endpoint, not per session
 //! or per retry, until the broker is heard from again.
+//!
+//! A broker that refuses the security handshake (a CURVE key not on its allow list, a wrong
+//! server key, CURVE on one side only) is seen in the socket monitor. libzmq never retries such a
+//! connection, so the session logs it at `error` (once per endpoint until a handshake succeeds),
+//! shows it in the connection check, and retries on a new socket after the backoff, in case the
+//! allow list is fixed meanwhile.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -26,8 +32,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::curve::ClientCurve;
 use crate::health::Check;
-use crate::monitor::{ConnectionMonitor, MonitorGuard};
+use crate::monitor::{ConnectionMonitor, HandshakeFailure, MonitorGuard};
 use crate::protocol::{
     self, decode, encode, Direction, ErrorCode, ErrorReply, Frame, Message, WorkerCommand,
 };
@@ -64,6 +71,16 @@ impl Registrations {
         }
     }
 
+    /// A handshake was refused: while no session is registered, the check says why.
+    fn refused(&self, reason: &str) {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        if *count == 0 {
+            if let Some(check) = &self.check {
+                check.down(format!("authentication failed at {reason}"));
+            }
+        }
+    }
+
     fn unregistered(&self, reason: &str) {
         let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         *count = count.saturating_sub(1);
@@ -75,10 +92,14 @@ impl Registrations {
     }
 }
 
-/// Whether the broker at one endpoint has been reported as not answering; shared by the
-/// endpoint's sessions, so the report is made once, and cleared when any of them hears from it.
+/// Whether the broker at one endpoint has been reported as not answering (or as refusing the
+/// handshake); shared by the endpoint's sessions, so each report is made once, and cleared when
+/// any of them hears from it (or completes a handshake).
 #[derive(Default)]
-pub(crate) struct Unanswered(AtomicBool);
+pub(crate) struct Unanswered {
+    silent: AtomicBool,
+    refused: AtomicBool,
+}
 
 /// Why a connection ended.
 enum End {
@@ -90,6 +111,8 @@ enum End {
     Lost,
     /// The connection to the broker closed: back off, then register again.
     Closed,
+    /// The broker refused the security handshake: back off, then try a new socket.
+    Refused,
 }
 
 /// A request being handled.
@@ -135,10 +158,15 @@ impl Drop for BrokerSocket {
 }
 
 /// A new DEALER of `context` connected to `endpoint` (linger 0: nothing of a dead session should
-/// linger), monitored from before it connects.
-pub(crate) fn connect(context: &zmq::Context, endpoint: &str) -> zmq::Result<BrokerSocket> {
+/// linger), a CURVE client with `curve`, monitored from before it connects.
+pub(crate) fn connect(
+    context: &zmq::Context,
+    endpoint: &str,
+    curve: Option<&ClientCurve>,
+) -> zmq::Result<BrokerSocket> {
     let socket = context.socket(zmq::DEALER)?;
     socket.set_linger(0)?;
+    crate::curve::apply_client(curve, &socket)?;
     let (monitor, guard) = ConnectionMonitor::attach(context, &socket)?;
     let broker = BrokerSocket {
         socket,
@@ -160,7 +188,11 @@ impl Session {
             }
             let socket = match self.first_socket.take() {
                 Some(socket) => Ok(socket),
-                None => connect(&self.context, &self.endpoint),
+                None => connect(
+                    &self.context,
+                    &self.endpoint,
+                    self.settings.curve.as_ref(),
+                ),
             };
             let end = match socket {
                 Ok(mut socket) => self.serve(&mut socket, &mut backoff, &mut next_request),
@@ -172,7 +204,7 @@ impl Session {
             match end {
                 End::Shutdown => return,
                 End::Disconnected => {}
-                End::Lost | End::Closed => {
+                End::Lost | End::Closed | End::Refused => {
                     debug!(endpoint = %self.endpoint, ?backoff, "broker lost; reconnecting");
                     self.doorbell.wait(backoff);
                     backoff = (backoff * 2).min(self.settings.reconnect_max);
@@ -242,6 +274,15 @@ impl Session {
                 break 'session End::Shutdown;
             }
             if monitor_ready {
+                if let Some(outcome) = broker.monitor.handshake() {
+                    match outcome {
+                        Ok(()) => self.admitted(),
+                        Err(failure) => {
+                            self.refused(failure);
+                            break 'session End::Refused;
+                        }
+                    }
+                }
                 let connected = broker.monitor.is_connected();
                 if connected && !ready_sent {
                     ready_sent = true;
@@ -351,6 +392,7 @@ impl Session {
                 End::Disconnected => "broker sent DISCONNECT",
                 End::Lost => "broker not heard from within liveness",
                 End::Closed => "connection to the broker closed",
+                End::Refused => "the broker refused the security handshake",
             };
             self.registrations.unregistered(reason);
         }
@@ -360,10 +402,32 @@ impl Session {
         end
     }
 
+    /// Reports, once per endpoint until a handshake succeeds, that the broker refused this
+    /// worker's handshake, and shows why in the connection check.
+    fn refused(&self, failure: HandshakeFailure) {
+        let reason = format!("{}: {failure}", self.endpoint);
+        self.registrations.refused(&reason);
+        if self.unanswered.refused.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::error!(
+            endpoint = %self.endpoint,
+            service = %self.settings.service,
+            "authentication failed at {reason}; retrying with backoff"
+        );
+    }
+
+    /// Clears the report of [`Session::refused`] once a handshake succeeds.
+    fn admitted(&self) {
+        if self.unanswered.refused.swap(false, Ordering::Relaxed) {
+            info!(endpoint = %self.endpoint, service = %self.settings.service, "the broker accepted the handshake");
+        }
+    }
+
     /// Reports, once per endpoint until the broker is heard from, a connection that ended without
     /// a word from the broker.
     fn unanswered(&self, connected: bool, patience: Duration) {
-        if self.unanswered.0.swap(true, Ordering::Relaxed) {
+        if self.unanswered.silent.swap(true, Ordering::Relaxed) {
             return;
         }
         let (service, protocol) = (&self.settings.service, self.settings.dialect.name());
@@ -391,7 +455,7 @@ impl Session {
 
     /// Clears the report of [`Session::unanswered`] when a broker reported silent speaks.
     fn answered(&self) {
-        if self.unanswered.0.swap(false, Ordering::Relaxed) {
+        if self.unanswered.silent.swap(false, Ordering::Relaxed) {
             info!(endpoint = %self.endpoint, service = %self.settings.service, "the broker answered");
         }
     }
