@@ -8,6 +8,12 @@
 //! Hot-path rules: frames are moved, not copied (retained request bodies share their buffers);
 //! services and workers are found by `&[u8]` and then addressed by slot; the outgoing buffer is
 //! reused; nothing is logged per message.
+//!
+//! Security (`crate::security::gate`): with CURVE, every request is checked against the policy
+//! of the key it came with (the ZAP `User-Id` on its routing-id frame) and every READY too; each
+//! worker record is bound to the key that registered it, and a message for that worker from any
+//! other key removes the worker instead of being believed. The rate limit applies with or
+//! without CURVE.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,10 +27,11 @@ use tracing::{debug, info};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::frame;
-use crate::ledger::ClientLedger;
+use crate::ledger::{ClientFull, ClientLedger};
 use crate::metrics::{Metrics, WorkerRemoval};
 use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
 use crate::request::{request_bytes, start_message, Request, ReturnAddress};
+use crate::security::gate::{BoundKey, Gate};
 use crate::service::{Full, ServiceQueue, MAX_SERVICE_NAME};
 use crate::slots::Slots;
 use crate::summary::DropSummary;
@@ -78,6 +85,8 @@ pub struct Broker {
     next_expiry: Option<Instant>,
     /// Dropped input is counted per message and logged only as a periodic summary.
     drops: DropSummary,
+    /// Per-message security checks.
+    gate: Gate,
 }
 
 impl Broker {
@@ -89,6 +98,7 @@ impl Broker {
         metrics: Metrics,
         info: BrokerInfo,
         status: Arc<LoopStatus>,
+        gate: Gate,
     ) -> Self {
         let settings = Settings {
             heartbeat_interval: config.heartbeat_interval(),
@@ -108,7 +118,7 @@ impl Broker {
             service_ids: HashMap::new(),
             workers: Slots::default(),
             worker_ids: HashMap::new(),
-            clients: ClientLedger::new(config.client_queue_limit_bytes),
+            clients: ClientLedger::new(config.client_queue_limit_bytes, config.client_queue_limit),
             metrics,
             info,
             status,
@@ -116,6 +126,7 @@ impl Broker {
             inbox: Vec::with_capacity(16),
             next_expiry: None,
             drops: DropSummary::new(Instant::now()),
+            gate,
         }
     }
 
@@ -220,6 +231,11 @@ impl Broker {
                     self.metrics.malformed.inc();
                     return;
                 }
+                if let Err(denied) = self.gate.check_call(&client.id, &service) {
+                    self.wire
+                        .reply_error(client, service, denied.code, &denied.message);
+                    return;
+                }
                 if service.starts_with(MMI_PREFIX) {
                     self.on_mmi(client, service, body, now);
                 } else {
@@ -264,12 +280,18 @@ impl Broker {
             .charge(&client.id, request_bytes(&service, &body))
         {
             Ok(charge) => charge,
-            Err(held) => {
-                let message = format!(
-                    "client has {held} bytes of requests queued or in flight \
-                     (client_queue_limit_bytes {})",
-                    self.clients.limit()
-                );
+            Err(full) => {
+                let message = match full {
+                    ClientFull::Bytes(held) => format!(
+                        "client has {held} bytes of requests queued or in flight \
+                         (client_queue_limit_bytes {})",
+                        self.clients.limit()
+                    ),
+                    ClientFull::Requests(held) => format!(
+                        "client has {held} requests queued or in flight (client_queue_limit {})",
+                        self.clients.request_limit()
+                    ),
+                };
                 self.wire
                     .reply_error(client, service, ErrorCode::QueueFull, &message);
                 return;
@@ -360,6 +382,21 @@ impl Broker {
             }
             return;
         };
+        if let Some(worker) = self.workers.get(slot) {
+            let service = self
+                .services
+                .get(worker.service)
+                .map_or(&[][..], |s| s.name());
+            if !self.gate.same_worker_key(&peer.id, &worker.key, service) {
+                // Another key holds this routing id now: the worker's route is not its own any
+                // more. Forget it (its requests go to other workers) and tell the new holder.
+                self.remove_worker(slot, WorkerRemoval::ProtocolViolation, false, now);
+                if !matches!(command, WorkerCommand::Disconnect) {
+                    self.wire.disconnect(peer);
+                }
+                return;
+            }
+        }
         if let Some(worker) = self.workers.get_mut(slot) {
             worker.last_seen = now;
             worker.expires_at = now + self.settings.worker_expiry;
@@ -388,9 +425,17 @@ impl Broker {
             self.wire.disconnect(peer);
             return;
         }
+        // Nothing is registered for a key that may not: no service, no metrics, DISCONNECT.
+        let key: BoundKey = match self.gate.check_register(&peer.id, &service) {
+            Ok(key) => key,
+            Err(()) => {
+                self.wire.disconnect(peer);
+                return;
+            }
+        };
         let service_slot = self.service_slot(&service, now);
         let id: Box<[u8]> = peer.id[..].into();
-        let slot = self.workers.insert(WorkerRecord::new(
+        let mut record = WorkerRecord::new(
             id.clone(),
             service_slot,
             peer.dialect,
@@ -398,7 +443,9 @@ impl Broker {
             credit,
             now + self.settings.worker_expiry,
             now,
-        ));
+        );
+        record.key = key;
+        let slot = self.workers.insert(record);
         self.worker_ids.insert(id, slot);
         if let Some(svc) = self.services.get_mut(service_slot) {
             svc.add_worker();
@@ -695,6 +742,7 @@ impl Broker {
             self.forget_vacant_services(now);
             self.drops.maybe_log(&self.metrics, now);
             self.clients.prune();
+            self.gate.prune();
             self.next_heartbeat = now + self.settings.heartbeat_interval;
         }
         if self.next_expiry.is_some_and(|t| now >= t) {

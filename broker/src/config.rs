@@ -15,6 +15,9 @@ use crate::error::BrokerError;
 /// Longest interval or time to live accepted, in milliseconds (a day).
 const MAX_DURATION_MS: u64 = 86_400_000;
 
+/// Default MDP endpoint: loopback only (protected mode, DESIGN.md §9).
+pub const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:9797";
+
 /// Default largest frame a peer may send (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: i64 = 16 * 1024 * 1024;
 
@@ -73,12 +76,23 @@ pub struct BrokerConfig {
     pub memory_trim_interval_ms: u64,
     /// The pub/sub buses (`bus.enabled`, `bus.high_water_mark`, `bus.buses`; see `docs/buses.md`).
     pub bus: crate::bus::BusSettings,
+    /// Most requests one client may have waiting or in flight at workers; more get a `503`
+    /// reply. `0`: unlimited.
+    pub client_queue_limit: u64,
+    /// CURVE (`curve.secret_key_file`, `curve.authorized_keys`, `curve.reload_interval_ms`; see
+    /// `docs/security.md`).
+    pub curve: crate::security::CurveSettings,
+    /// Protected mode (`security.insecure`).
+    pub security: crate::security::SecuritySettings,
+    /// Request rate limit per client key, or per connection without CURVE
+    /// (`rate_limit.requests_per_second`, `rate_limit.burst`).
+    pub rate_limit: crate::security::rate::RateLimitSettings,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            endpoint: "tcp://*:9797".into(),
+            endpoint: DEFAULT_ENDPOINT.into(),
             health_host: "0.0.0.0".into(),
             health_port: 8081,
             log_level: "info".into(),
@@ -95,6 +109,10 @@ impl Default for BrokerConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             memory_trim_interval_ms: 10_000,
             bus: crate::bus::BusSettings::default(),
+            client_queue_limit: 10_000,
+            curve: crate::security::CurveSettings::default(),
+            security: crate::security::SecuritySettings::default(),
+            rate_limit: crate::security::rate::RateLimitSettings::default(),
         }
     }
 }
@@ -129,7 +147,48 @@ impl BrokerConfig {
             return invalid("max_message_size must be a number of bytes, or 0 or -1 for unlimited");
         }
         self.bus.validate()?;
+        self.curve.validate()?;
         self.health_addr().map(|_| ())
+    }
+
+    /// Every endpoint the broker binds for peers: the MDP endpoint and each active bus's.
+    pub fn bound_endpoints(&self) -> Vec<&str> {
+        let mut endpoints = vec![self.endpoint.as_str()];
+        for bus in self.bus.active() {
+            endpoints.extend([bus.frontend.as_str(), bus.backend.as_str()]);
+            endpoints.extend(bus.capture.as_deref());
+        }
+        endpoints
+    }
+
+    /// Protected mode: without CURVE, the endpoints that would put plaintext on the network.
+    /// Empty when CURVE is on or everything binds loopback.
+    pub fn exposed_without_curve(&self) -> Vec<&str> {
+        if self.curve.enabled() {
+            return Vec::new();
+        }
+        crate::security::protected::exposed(self.bound_endpoints())
+    }
+
+    /// Refuses to start in protected mode (`exposed_without_curve` not empty, `security.insecure`
+    /// not set), with a one-line explanation; with `insecure` returns the warning to report.
+    pub fn check_protected_mode(&self) -> Result<Option<String>, BrokerError> {
+        let exposed = self.exposed_without_curve();
+        if exposed.is_empty() {
+            return Ok(None);
+        }
+        let list = exposed.join(", ");
+        if self.security.insecure {
+            return Ok(Some(format!(
+                "insecure: {list} bound without CURVE (security.insecure is set): anyone who can \
+                 reach it can read the traffic and register any service"
+            )));
+        }
+        Err(BrokerError::Config(format!(
+            "protected mode: {list} is not a loopback address and CURVE is off; set \
+             curve.secret_key_file and curve.authorized_keys (docs/security.md), bind \
+             127.0.0.1, or set security.insecure: true to accept plaintext on the network"
+        )))
     }
 
     /// The `/healthz` listen address.
@@ -194,7 +253,12 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones_and_valid() {
         let c = BrokerConfig::default();
-        assert_eq!(c.endpoint, "tcp://*:9797");
+        assert_eq!(c.endpoint, "tcp://127.0.0.1:9797");
+        assert_eq!(
+            c.check_protected_mode().unwrap(),
+            None,
+            "loopback only by default"
+        );
         assert_eq!(c.health_port, 8081);
         assert_eq!(c.worker_expiry(), Duration::from_millis(7500));
         assert_eq!(c.max_message_size, 16 * 1024 * 1024);

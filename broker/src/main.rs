@@ -8,7 +8,7 @@ use serde::Serialize;
 #[derive(Parser, Serialize)]
 #[command(name = "plantd-broker", version)]
 struct Cli {
-    /// ZeroMQ endpoint to bind [default: tcp://*:9797; env PLANTD_BROKER_ENDPOINT].
+    /// ZeroMQ endpoint to bind [default: tcp://127.0.0.1:9797; env PLANTD_BROKER_ENDPOINT].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint: Option<String>,
@@ -17,14 +17,20 @@ struct Cli {
     common: CommonArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    service::main(
+    match service::main(
         "broker",
         "plantd-broker",
         &cli.common,
         &cli,
         plantd_broker::run,
-    )?;
-    Ok(())
+    ) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // One line (protected mode explains itself in it), without a backtrace.
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub queued_requests: IntGauge,
     /// Bytes of requests waiting for a worker across all services.
     pub queued_bytes: IntGauge,
+    /// The security counters (refusals, ZAP, allow-list reloads).
+    pub security: SecurityMetrics,
     removed: [IntCounter; 4],
     errors: [IntCounter; ERROR_CODES.len()],
     service_requests: IntCounterVec,
@@ -83,6 +85,23 @@ pub struct Metrics {
     service_queue_depth: IntGaugeVec,
     service_queue_bytes: IntGaugeVec,
     service_latency: HistogramVec,
+}
+
+/// The broker's security metrics (`docs/security.md`).
+#[derive(Clone)]
+pub struct SecurityMetrics {
+    /// `security_refusals_total{action}`: handshakes, registrations, calls, bus publishes and
+    /// subscriptions, takeovers refused.
+    pub refusals: IntCounterVec,
+    /// `audit_events_dropped_total`: audit events the full audit queue turned away (still
+    /// counted in `refusals`).
+    pub audit_dropped: IntCounter,
+    /// `zap_requests_total{outcome}`: CURVE handshakes accepted or refused by the ZAP handler.
+    pub zap: IntCounterVec,
+    /// `allow_list_reloads_total{outcome}`: reloads of `curve.authorized_keys` (`ok`, `error`).
+    pub reloads: IntCounterVec,
+    /// `authorized_keys`: keys on the allow list now.
+    pub authorized_keys: IntGauge,
 }
 
 /// The per-service handles one service keeps (label `service`).
@@ -121,9 +140,11 @@ impl ServiceMetrics {
     }
 }
 
-const ERROR_CODES: [ErrorCode; 6] = [
+const ERROR_CODES: [ErrorCode; 8] = [
     ErrorCode::BadRequest,
+    ErrorCode::Forbidden,
     ErrorCode::NotFound,
+    ErrorCode::RateLimited,
     ErrorCode::Internal,
     ErrorCode::NotImplemented,
     ErrorCode::QueueFull,
@@ -211,6 +232,46 @@ impl Metrics {
         )?;
         registry.register(Box::new(service_latency.clone()))?;
 
+        let vec =
+            |name: &str, help: &str, label: &str| -> Result<IntCounterVec, prometheus::Error> {
+                let v =
+                    IntCounterVec::new(Opts::new(format!("plantd_broker_{name}"), help), &[label])?;
+                registry.register(Box::new(v.clone()))?;
+                Ok(v)
+            };
+        let security = SecurityMetrics {
+            refusals: vec(
+                "security_refusals_total",
+                "Refused by the security policy: handshake, register, call, publish, \
+                 subscribe, takeover",
+                "action",
+            )?,
+            audit_dropped: counter(
+                "audit_events_dropped_total",
+                "Audit events dropped because the audit queue was full (refusals still counted)",
+            )?,
+            zap: vec(
+                "zap_requests_total",
+                "CURVE handshakes answered by the ZAP handler, by outcome",
+                "outcome",
+            )?,
+            reloads: vec(
+                "allow_list_reloads_total",
+                "Reloads of curve.authorized_keys, by outcome (ok, error)",
+                "outcome",
+            )?,
+            authorized_keys: gauge("authorized_keys", "Keys on the allow list")?,
+        };
+        for action in crate::security::audit::Action::ALL {
+            security.refusals.with_label_values(&[action.name()]);
+        }
+        for outcome in ["accepted", "refused"] {
+            security.zap.with_label_values(&[outcome]);
+        }
+        for outcome in ["ok", "error"] {
+            security.reloads.with_label_values(&[outcome]);
+        }
+
         let errors = ERROR_CODES.map(|code| errors_vec.with_label_values(&[code.as_str()]));
         let removed = REMOVALS.map(|(_, reason)| removed_vec.with_label_values(&[reason]));
 
@@ -288,6 +349,7 @@ impl Metrics {
                 "queued_bytes",
                 "Bytes of requests waiting for a worker (service name and body)",
             )?,
+            security,
             removed,
             errors,
             service_requests,
@@ -394,6 +456,10 @@ impl Metrics {
             "memory_trimmed_bytes": self.memory_trimmed_bytes.get(),
             "error_replies": errors,
             "workers_removed": removed,
+            "security_refusals": crate::security::audit::Action::ALL
+                .iter()
+                .map(|a| (a.name().to_owned(), json!(self.security.refusals.with_label_values(&[a.name()]).get())))
+                .collect::<serde_json::Map<String, Value>>(),
         })
     }
 }

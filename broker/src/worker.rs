@@ -45,6 +45,8 @@ pub struct WorkerRecord {
     pub jobs: VecDeque<InFlight>,
     /// It is in its service's idle list (it has room and waits its turn there).
     pub listed_idle: bool,
+    /// The CURVE key it registered with (its ZAP `User-Id`); only that key may speak for it.
+    pub key: crate::security::gate::BoundKey,
     next_tag: u32,
 }
 
@@ -70,6 +72,7 @@ impl WorkerRecord {
             credit: credit.max(1),
             jobs: VecDeque::new(),
             listed_idle: false,
+            key: None,
             next_tag: 0,
         }
     }

@@ -12,6 +12,10 @@ Usage:
   mdp_peers.py worker02 ENDPOINT SERVICE                 # one PARTIAL b"py02-partial", then FINAL b"py02" + body
   mdp_peers.py broker01 ENDPOINT                         # minimal RFC 7 broker (0.1 only); prints "READY" once bound
 Workers and the broker run until killed. Clients time out after 10 s with exit code 2.
+
+CURVE: with MDP_CURVE_SERVER_KEY (the broker's public key, Z85) and MDP_CURVE_SECRET_KEY_FILE (a
+NAME.key file as `plant keys generate` writes it) in the environment, clients and workers are
+CURVE clients (pyzmq's wheels ship libzmq with libsodium).
 """
 
 import json
@@ -28,6 +32,22 @@ BROKER_WORKER_EXPIRY = 5.0
 CLIENT_TIMEOUT_MS = 10_000
 
 
+def secure(sock):
+    """Makes `sock` a CURVE client when the environment names the keys (module docs)."""
+    import os
+
+    server = os.environ.get("MDP_CURVE_SERVER_KEY")
+    secret_file = os.environ.get("MDP_CURVE_SECRET_KEY_FILE")
+    if not server or not secret_file:
+        return sock
+    with open(secret_file, "rb") as f:
+        secret = f.read().strip()
+    sock.curve_secretkey = secret
+    sock.curve_publickey = zmq.curve_public(secret)
+    sock.curve_serverkey = server.encode()
+    return sock
+
+
 def unhex(frames):
     return [bytes.fromhex(f) for f in frames]
 
@@ -41,7 +61,7 @@ def hexed(frames):
 def client01(endpoint, service, body):
     """RFC 7 client on a REQ socket: [MDPC01, service, body...] -> [MDPC01, service, body...]."""
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
+    sock = secure(ctx.socket(zmq.REQ))
     sock.linger = 0
     sock.connect(endpoint)
     sock.send_multipart([b"MDPC01", service.encode()] + body)
@@ -59,7 +79,7 @@ def worker01(endpoint, service):
     ctx = zmq.Context()
 
     def connect():
-        s = ctx.socket(zmq.DEALER)
+        s = secure(ctx.socket(zmq.DEALER))
         s.linger = 0
         s.connect(endpoint)
         s.send_multipart([b"", b"MDPW01", b"\x01", service.encode()])
@@ -180,7 +200,7 @@ def broker01(endpoint):
 def client02(endpoint, service, body):
     """RFC 18 client on a DEALER socket: collects PARTIALs until the FINAL."""
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
+    sock = secure(ctx.socket(zmq.DEALER))
     sock.linger = 0
     sock.connect(endpoint)
     sock.send_multipart([b"MDPC02", b"\x01", service.encode()] + body)
@@ -207,7 +227,7 @@ def worker02(endpoint, service):
     ctx = zmq.Context()
 
     def connect():
-        s = ctx.socket(zmq.DEALER)
+        s = secure(ctx.socket(zmq.DEALER))
         s.linger = 0
         s.connect(endpoint)
         s.send_multipart([b"MDPW02", b"\x01", service.encode()])

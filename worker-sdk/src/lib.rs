@@ -11,6 +11,7 @@
 //! - [`telemetry`]: `tracing` setup (text or JSON lines).
 //! - [`service`]: the shared `main` of service binaries.
 //! - [`signal`]: SIGINT/SIGTERM handling for binaries.
+//! - [`sockopt`]: libzmq socket options the `zmq` crate does not expose.
 //! - [`wake`]: a doorbell that wakes a thread sleeping in `zmq::poll`.
 //! - [`monitor`]: whether a socket is connected, from libzmq's socket events (safely).
 //! - [`testing`]: helpers for integration tests (free loopback ports).
@@ -25,6 +26,7 @@ pub mod monitor;
 pub mod protocol;
 pub mod service;
 pub mod signal;
+pub mod sockopt;
 pub mod telemetry;
 pub mod testing;
 pub mod wake;

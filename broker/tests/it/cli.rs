@@ -50,7 +50,7 @@ fn print_config_shows_flags_over_env_over_file_over_defaults() {
     assert_eq!(config["health_port"], 3333, "flag wins");
     assert_eq!(config["max_retries"], 5, "env beats file");
     assert_eq!(config["queue_limit"], 11, "file beats default");
-    assert_eq!(config["endpoint"], "tcp://*:9797", "default");
+    assert_eq!(config["endpoint"], "tcp://127.0.0.1:9797", "default");
 }
 
 #[test]

@@ -21,11 +21,11 @@ use crate::Frames;
 use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
 use super::probe::{Probing, Verdict};
-use crate::curve::ClientCurve;
 use super::retry::{Attempts, RetryPolicy};
 use super::{
     check_service, classify, send_request, ClientError, Incoming, Options, Reply, MAX_IDLE_SOCKETS,
 };
+use crate::curve::ClientCurve;
 
 /// An async MDP client. Cheap to clone (clones share the I/O thread); the thread stops when the
 /// last clone is dropped.
@@ -477,11 +477,12 @@ impl IoThread {
         if matches!(looked, Looked::Waiting) && !pending.sent {
             // Still no connection: a broker refusing the handshake must not look like a timeout.
             let waited = pending.started.elapsed();
-            if let Err(e) =
-                pending
-                    .probing
-                    .start_if_due(waited, &self.context, &self.endpoint, self.curve.as_ref())
-            {
+            if let Err(e) = pending.probing.start_if_due(
+                waited,
+                &self.context,
+                &self.endpoint,
+                self.curve.as_ref(),
+            ) {
                 let _ = pending.replies.send(Err(e));
                 return Step::Discard;
             }

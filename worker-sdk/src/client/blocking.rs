@@ -11,11 +11,11 @@ use crate::Frames;
 use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
 use super::probe::{Probing, Verdict};
-use crate::curve::ClientCurve;
 use super::retry::{Attempts, RetryPolicy};
 use super::{
     check_service, classify, send_request, ClientError, Incoming, Options, Reply, MAX_IDLE_SOCKETS,
 };
+use crate::curve::ClientCurve;
 
 /// A blocking MDP client. `Send + Sync` and cheap to clone (clones share the socket pool), so
 /// many threads can make requests through one client at once.

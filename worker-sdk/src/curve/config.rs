@@ -39,7 +39,9 @@ pub struct CurveConfig {
 impl CurveConfig {
     /// Whether any CURVE setting is given.
     pub fn is_set(&self) -> bool {
-        self.secret_key_file.is_some() || self.server_key.is_some() || self.server_key_file.is_some()
+        self.secret_key_file.is_some()
+            || self.server_key.is_some()
+            || self.server_key_file.is_some()
     }
 
     /// Reads the keys: `None` when CURVE is off (nothing set), else the client settings. Half a

@@ -37,10 +37,6 @@ pub const KEY_BYTES: usize = 32;
 /// Length of a key in Z85 text.
 pub const Z85_LEN: usize = 40;
 
-/// libzmq's `ZMQ_ZAP_ENFORCE_DOMAIN` socket option (a DRAFT name in `zmq.h`, but handled by every
-/// libzmq 4.3 build; the `zmq` crate does not expose it).
-const ZMQ_ZAP_ENFORCE_DOMAIN: i32 = 93;
-
 /// Why a key or a CURVE setting is unusable.
 #[derive(Debug, Error)]
 pub enum CurveError {
@@ -145,11 +141,6 @@ impl ServerCurve {
         self.keys.public
     }
 
-    /// The key pair, for the server's own client sockets (the broker publishing its audit events).
-    pub fn key_pair(&self) -> &KeyPair {
-        &self.keys
-    }
-
     /// Makes `socket` a CURVE server whose peers the ZAP handler authenticates under
     /// `zap_domain`, failing closed: with no handler, no peer is admitted. Call before binding.
     pub fn apply(&self, socket: &mut zmq::Socket, zap_domain: &str) -> zmq::Result<()> {
@@ -158,7 +149,7 @@ impl ServerCurve {
         // Without a domain libzmq skips ZAP altogether (any key is let in), and without
         // ENFORCE_DOMAIN it lets everyone in when no handler is bound.
         socket.set_zap_domain(zap_domain)?;
-        set_int_option(socket, ZMQ_ZAP_ENFORCE_DOMAIN, 1)
+        crate::sockopt::set_int(socket, crate::sockopt::ZAP_ENFORCE_DOMAIN, 1)
     }
 }
 
@@ -167,24 +158,6 @@ impl std::fmt::Debug for ServerCurve {
         f.debug_struct("ServerCurve")
             .field("public_key", &self.keys.public)
             .finish_non_exhaustive()
-    }
-}
-
-fn set_int_option(socket: &mut zmq::Socket, option: i32, value: i32) -> zmq::Result<()> {
-    // SAFETY: a live socket, an int option read by libzmq as `sizeof(int)` bytes from a valid
-    // pointer; libzmq copies the value before returning.
-    let rc = unsafe {
-        zmq_sys::zmq_setsockopt(
-            socket.as_mut_ptr(),
-            option,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
     }
 }
 

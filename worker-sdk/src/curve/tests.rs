@@ -16,15 +16,27 @@ fn key_files_round_trip_and_the_secret_file_is_private() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&secret_path).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&secret_path)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let read = KeyPair::read(&secret_path).unwrap();
-    assert_eq!(read.public, keys.public, "the public key derives from the secret");
+    assert_eq!(
+        read.public, keys.public,
+        "the public key derives from the secret"
+    );
     assert_eq!(read_public_key(&public_path).unwrap(), keys.public);
-    assert_eq!(std::fs::read_to_string(&public_path).unwrap().trim().len(), Z85_LEN);
+    assert_eq!(
+        std::fs::read_to_string(&public_path).unwrap().trim().len(),
+        Z85_LEN
+    );
     assert!(
-        matches!(write_key_pair(&dir.path().join("svc")), Err(CurveError::Io { .. })),
+        matches!(
+            write_key_pair(&dir.path().join("svc")),
+            Err(CurveError::Io { .. })
+        ),
         "never overwrites a key"
     );
 }
@@ -47,7 +59,13 @@ fn secrets_never_print() {
 
 #[test]
 fn bad_keys_are_refused_without_echoing_them() {
-    for bad in ["", "short", &"x".repeat(41), &"~".repeat(40), &"\u{e9}".repeat(20)] {
+    for bad in [
+        "",
+        "short",
+        &"x".repeat(41),
+        &"~".repeat(40),
+        &"\u{e9}".repeat(20),
+    ] {
         let e = PublicKey::from_z85(bad, "curve.server_key").unwrap_err();
         assert!(matches!(e, CurveError::InvalidKey { .. }), "{bad:?}");
         assert!(e.to_string().contains("curve.server_key"));
@@ -65,12 +83,18 @@ fn config_is_all_or_nothing_and_prints_no_secret() {
         secret_key_file: Some(secret_path.clone()),
         ..Default::default()
     };
-    assert!(matches!(only_secret.client(), Err(CurveError::Incomplete(_))));
+    assert!(matches!(
+        only_secret.client(),
+        Err(CurveError::Incomplete(_))
+    ));
     let only_server = CurveConfig {
         server_key: Some(server.public.to_z85()),
         ..Default::default()
     };
-    assert!(matches!(only_server.client(), Err(CurveError::Incomplete(_))));
+    assert!(matches!(
+        only_server.client(),
+        Err(CurveError::Incomplete(_))
+    ));
 
     for config in [
         CurveConfig {
@@ -90,7 +114,10 @@ fn config_is_all_or_nothing_and_prints_no_secret() {
         let printed = serde_json::to_string(&config).unwrap();
         let secret = std::fs::read_to_string(&secret_path).unwrap();
         assert!(!printed.contains(secret.trim()), "{printed}");
-        assert!(printed.contains("client.key"), "the path is shown: {printed}");
+        assert!(
+            printed.contains("client.key"),
+            "the path is shown: {printed}"
+        );
     }
 }
 
@@ -111,7 +138,11 @@ fn user_id_is_what_the_zap_handler_returned() {
         let request = zap.recv_multipart(0).unwrap();
         let key = PublicKey::from_bytes(request[6].clone().try_into().unwrap());
         let ok = key == allowed && request[2] == b"test";
-        let (code, user) = if ok { ("200", key.to_z85()) } else { ("400", String::new()) };
+        let (code, user) = if ok {
+            ("200", key.to_z85())
+        } else {
+            ("400", String::new())
+        };
         zap.send_multipart(
             [
                 b"1.0".to_vec(),

@@ -38,11 +38,18 @@ pub struct PythonPeer(Child);
 impl PythonPeer {
     /// Starts the peer `role` with `args` (see the script's usage); its stdout is piped.
     pub fn spawn(args: &[&str]) -> PythonPeer {
+        PythonPeer::spawn_with_env(args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables (the script's CURVE settings,
+    /// `MDP_CURVE_SERVER_KEY` and `MDP_CURVE_SECRET_KEY_FILE`).
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> PythonPeer {
         assert!(Path::new(SCRIPT).is_file(), "{SCRIPT} is missing");
         PythonPeer(
             Command::new("python3")
                 .arg(SCRIPT)
                 .args(args)
+                .envs(env.iter().copied())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -72,9 +79,15 @@ impl Drop for PythonPeer {
 
 /// Runs a Python client role to completion and parses the JSON it prints.
 pub fn run_client(args: &[&str]) -> serde_json::Value {
+    run_client_with_env(args, &[])
+}
+
+/// [`run_client`] with extra environment variables (see [`PythonPeer::spawn_with_env`]).
+pub fn run_client_with_env(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let out = Command::new("python3")
         .arg(SCRIPT)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run python3");
     assert!(

@@ -188,11 +188,7 @@ impl Session {
             }
             let socket = match self.first_socket.take() {
                 Some(socket) => Ok(socket),
-                None => connect(
-                    &self.context,
-                    &self.endpoint,
-                    self.settings.curve.as_ref(),
-                ),
+                None => connect(&self.context, &self.endpoint, self.settings.curve.as_ref()),
             };
             let end = match socket {
                 Ok(mut socket) => self.serve(&mut socket, &mut backoff, &mut next_request),

@@ -11,20 +11,49 @@
 //! frames); observers connect a SUB to it. Being a PUB it drops when nobody keeps up, so a
 //! capture never stalls the bus (the Go capture was a blocking PUSH).
 //!
+//! With CURVE (`curve.*`), every bus socket is a CURVE server authenticated by the broker's ZAP
+//! handler (domains `plantd.bus.<name>.frontend`, `.backend`, `.capture`), and the proxy is the
+//! loop of [`secure`], which enforces each key's `bus.publish` and `bus.subscribe` per message.
+//!
 //! Both bus sockets use a high-water mark of `high_water_mark` messages (default 2,000,000, the
 //! SDK's `DEFAULT_HIGH_WATER_MARK`, which explains the factor of two): with libzmq's default of
 //! 1000 a million-message burst loses 10-17% even when the subscriber keeps up.
+
+pub mod secure;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use plantd_worker_sdk::bus::{DEFAULT_BUSES, DEFAULT_HIGH_WATER_MARK};
+use plantd_worker_sdk::curve::ServerCurve;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::security::allow_list::SharedAllowList;
+use crate::security::audit::Audit;
+
+/// What the buses need for CURVE: the broker's keys, the allow list and the audit trail.
+#[derive(Clone)]
+pub struct BusSecurity {
+    /// The broker's CURVE server settings.
+    pub server: ServerCurve,
+    /// The allow list.
+    pub allow: Arc<SharedAllowList>,
+    /// Where refusals go.
+    pub audit: Audit,
+}
+
+/// The bus the broker's audit events go on (`security::audit`).
+pub const AUDIT_BUS: &str = "event";
+
+/// The ZAP domain of one bus socket (`frontend`, `backend` or `capture`).
+pub fn zap_domain(bus: &str, socket: &str) -> String {
+    format!("plantd.bus.{bus}.{socket}")
+}
 
 /// How long a `STATISTICS` query may take before `/metrics` reports the bus without numbers.
 const STATS_TIMEOUT_MS: i64 = 1000;
@@ -50,8 +79,9 @@ impl Default for BusSettings {
                 .iter()
                 .map(|(name, front, back)| BusConfig {
                     name: (*name).to_owned(),
-                    frontend: format!("tcp://*:{front}"),
-                    backend: format!("tcp://*:{back}"),
+                    // Loopback, like the MDP endpoint (protected mode).
+                    frontend: format!("tcp://127.0.0.1:{front}"),
+                    backend: format!("tcp://127.0.0.1:{back}"),
                     capture: None,
                 })
                 .collect(),
@@ -185,19 +215,42 @@ impl Buses {
     /// frame above `max_message_size` bytes is disconnected by libzmq (`0` or `-1`: unlimited;
     /// the broker's `max_message_size`).
     pub fn start(settings: &BusSettings, max_message_size: i64) -> Result<Buses, BusError> {
+        Buses::start_in(zmq::Context::new(), settings, max_message_size, None)
+    }
+
+    /// Like [`start`](Self::start), in `context` (whose ZAP handler the broker runs), with CURVE
+    /// and per-key policy when `security` is given.
+    pub fn start_in(
+        context: zmq::Context,
+        settings: &BusSettings,
+        max_message_size: i64,
+        security: Option<&BusSecurity>,
+    ) -> Result<Buses, BusError> {
         settings.validate()?;
-        let context = zmq::Context::new();
         let mut buses = Buses {
             running: Vec::new(),
             _context: context.clone(),
         };
         for config in settings.active() {
             // On error, `buses` drops here and stops the ones already running.
-            buses
-                .running
-                .push(start_one(&context, config, settings, max_message_size)?);
+            buses.running.push(start_one(
+                &context,
+                config,
+                settings,
+                max_message_size,
+                security,
+            )?);
         }
         Ok(buses)
+    }
+
+    /// Makes every subscriber of `bus` reconnect (CURVE only), so each subscription is checked
+    /// against the current allow list again.
+    pub fn rebind_backend(&self, bus: &str) {
+        for running in self.running.iter().filter(|b| b.config.name == bus) {
+            let control = running.control.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = control.send("REBIND", zmq::DONTWAIT);
+        }
     }
 
     /// The `buses` entries of `mmi.broker`.
@@ -251,6 +304,7 @@ fn start_one(
     config: &BusConfig,
     settings: &BusSettings,
     max_message_size: i64,
+    security: Option<&BusSecurity>,
 ) -> Result<RunningBus, BusError> {
     let high_water_mark = settings.high_water_mark;
     let max_message_size = crate::config::zmq_max_message_size(max_message_size);
@@ -266,9 +320,15 @@ fn start_one(
         }
     };
 
-    let frontend = context
+    // CURVE server settings (before binding), for each socket's ZAP domain.
+    let secure = |socket: &mut zmq::Socket, which: &str| match security {
+        Some(s) => s.server.apply(socket, &zap_domain(&config.name, which)),
+        None => Ok(()),
+    };
+    let mut frontend = context
         .socket(zmq::XSUB)
         .map_err(err("create frontend", &config.frontend))?;
+    secure(&mut frontend, "frontend").map_err(err("configure frontend", &config.frontend))?;
     frontend
         .set_rcvhwm(high_water_mark)
         .and_then(|_| frontend.set_maxmsgsize(max_message_size))
@@ -278,9 +338,15 @@ fn start_one(
         .bind(&config.frontend)
         .map_err(err("bind frontend", &config.frontend))?;
 
-    let backend = context
+    let mut backend = context
         .socket(zmq::XPUB)
         .map_err(err("create backend", &config.backend))?;
+    secure(&mut backend, "backend")
+        .and_then(|_| match security {
+            Some(_) => secure::configure_backend(&mut backend),
+            None => Ok(()),
+        })
+        .map_err(err("configure backend", &config.backend))?;
     backend
         .set_sndhwm(high_water_mark)
         .and_then(|_| backend.set_maxmsgsize(max_message_size))
@@ -289,13 +355,20 @@ fn start_one(
     backend
         .bind(&config.backend)
         .map_err(err("bind backend", &config.backend))?;
+    // What a rebind must unbind: the endpoint as libzmq resolved it.
+    let backend_endpoint = backend
+        .get_last_endpoint()
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| config.backend.clone());
 
     let capture = match &config.capture {
         None => None,
         Some(endpoint) => {
-            let capture = context
+            let mut capture = context
                 .socket(zmq::PUB)
                 .map_err(err("create capture", endpoint))?;
+            secure(&mut capture, "capture").map_err(err("configure capture", endpoint))?;
             capture
                 .set_sndhwm(high_water_mark)
                 .and_then(|_| capture.set_linger(0))
@@ -327,9 +400,54 @@ fn start_one(
         .map_err(err("connect control", &control_endpoint))?;
 
     let name = config.name.clone();
+    // With CURVE the audit bus also takes the broker's own audit events in, over inproc.
+    let inject = match security {
+        Some(_) if config.name == AUDIT_BUS => {
+            let inject = context.socket(zmq::PULL).map_err(err(
+                "create audit inlet",
+                crate::security::audit::AUDIT_INJECT,
+            ))?;
+            inject
+                .set_linger(0)
+                .and_then(|_| inject.bind(crate::security::audit::AUDIT_INJECT))
+                .map_err(err(
+                    "bind audit inlet",
+                    crate::security::audit::AUDIT_INJECT,
+                ))?;
+            Some(inject)
+        }
+        _ => None,
+    };
+    let guard = security.map(|s| secure::Guard {
+        allow: s.allow.view(),
+        audit: s.audit.clone(),
+        inject,
+    });
     let thread = std::thread::Builder::new()
         .name(format!("bus-{name}"))
-        .spawn(move || run_proxy(name, frontend, backend, capture, proxy_control))
+        .spawn(move || {
+            let sockets = ProxySockets {
+                frontend,
+                backend,
+                capture,
+                control: proxy_control,
+            };
+            match guard {
+                Some(guard) => {
+                    let result = secure::run(
+                        &name,
+                        sockets.frontend,
+                        sockets.backend,
+                        sockets.capture,
+                        sockets.control,
+                        backend_endpoint,
+                        guard,
+                    );
+                    report_end(&name, result);
+                }
+                None => run_proxy(name, sockets),
+            }
+        })
         .map_err(|_| BusError::Socket {
             bus: config.name.clone(),
             what: "spawn proxy thread",
@@ -350,13 +468,22 @@ fn start_one(
     })
 }
 
-fn run_proxy(
-    name: String,
-    mut frontend: zmq::Socket,
-    mut backend: zmq::Socket,
+/// The sockets of one bus proxy.
+struct ProxySockets {
+    frontend: zmq::Socket,
+    backend: zmq::Socket,
     capture: Option<zmq::Socket>,
-    mut control: zmq::Socket,
-) {
+    control: zmq::Socket,
+}
+
+/// The proxy without CURVE: libzmq's own.
+fn run_proxy(name: String, sockets: ProxySockets) {
+    let ProxySockets {
+        mut frontend,
+        mut backend,
+        capture,
+        mut control,
+    } = sockets;
     let result = match capture {
         Some(mut capture) => zmq::proxy_steerable_with_capture(
             &mut frontend,
@@ -366,6 +493,10 @@ fn run_proxy(
         ),
         None => zmq::proxy_steerable(&mut frontend, &mut backend, &mut control),
     };
+    report_end(&name, result);
+}
+
+fn report_end(name: &str, result: zmq::Result<()>) {
     match result {
         Ok(()) => tracing::debug!(bus = %name, "bus stopped"),
         // ETERM: the context was torn down under us, which is also a way to stop.
