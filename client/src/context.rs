@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use plantd_worker_sdk::client::{Client, ClientError, RetryPolicy};
+use plantd_worker_sdk::curve::{ClientCurve, CurveConfig, CurveProfiles};
 use plantd_worker_sdk::protocol::Dialect;
 
 use crate::error::CliError;
@@ -23,6 +26,10 @@ pub struct Context {
     pub protocol: Dialect,
     /// How results are printed.
     pub output: OutputFormat,
+    /// `--server-key`: the broker's CURVE public key, Z85 or a file.
+    pub server_key: Option<String>,
+    /// `--key`: this client's CURVE secret key file.
+    pub key: Option<PathBuf>,
 }
 
 /// Longest wait of the reachability probe made after a timeout.
@@ -53,9 +60,38 @@ impl Context {
         RetryPolicy::once(self.timeout).with_retries(retries)
     }
 
+    /// The CURVE settings for `--endpoint`: `--server-key`/`--key` if given, else its entry in
+    /// `curve.json` (written by `plantd up --secure`), else none (plain).
+    pub fn curve(&self) -> Result<Option<ClientCurve>, CliError> {
+        let config = if self.server_key.is_some() || self.key.is_some() {
+            let (server_key, server_key_file) = match &self.server_key {
+                Some(key) if std::path::Path::new(key).is_file() => (None, Some(key.into())),
+                other => (other.clone(), None),
+            };
+            CurveConfig {
+                secret_key_file: self.key.clone(),
+                server_key,
+                server_key_file,
+            }
+        } else {
+            let profiles = match CurveProfiles::default_path() {
+                Some(path) => CurveProfiles::load(&path)
+                    .map_err(|e| CliError::Input(format!("cannot read CURVE settings: {e}")))?,
+                None => CurveProfiles::default(),
+            };
+            match profiles.get(&self.endpoint) {
+                Some(config) => config.clone(),
+                None => return Ok(None),
+            }
+        };
+        config
+            .client()
+            .map_err(|e| CliError::Input(format!("--server-key/--key: {e}")))
+    }
+
     /// A blocking client for the broker speaking `--protocol`, with the retry policy of `access`.
     pub fn client(&self, access: Access) -> Result<Client, CliError> {
-        Client::connect(&self.endpoint)
+        Client::connect_with(&self.endpoint, self.curve()?)
             .map(|c| {
                 c.with_retry_policy(self.retry_policy(access))
                     .with_dialect(self.protocol)
@@ -192,6 +228,8 @@ mod tests {
             retries: None,
             protocol: Dialect::V02,
             output: OutputFormat::Text,
+            server_key: None,
+            key: None,
         };
         let read = ctx.retry_policy(Access::Read);
         assert_eq!(read.attempts(), 1 + READ_RETRIES);

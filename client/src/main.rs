@@ -22,7 +22,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use plantd_worker_sdk::protocol::Dialect;
 
-use commands::{bench, echo, mmi, request, state};
+use commands::{bench, echo, keys, mmi, request, state};
 use commands::{bus, logger};
 use context::{parse_duration, Context};
 use error::CliError;
@@ -56,6 +56,14 @@ struct Cli {
         default_value_t = Dialect::V02
     )]
     protocol: Dialect,
+    /// The broker's CURVE public key (Z85, or a file holding it): talk to a CURVE broker.
+    /// Default: the entry for --endpoint in $XDG_CONFIG_HOME/plantd/curve.json, if any.
+    #[arg(long, global = true, env = "PLANTD_CLIENT_SERVER_KEY")]
+    server_key: Option<String>,
+    /// This client's CURVE secret key file (NAME.key from `plant keys generate`), with
+    /// --server-key.
+    #[arg(long, global = true, env = "PLANTD_CLIENT_KEY")]
+    key: Option<std::path::PathBuf>,
     /// Result format on stdout.
     #[arg(
         long,
@@ -99,6 +107,9 @@ enum Command {
     /// Ask the logger about its database.
     #[command(subcommand)]
     Logger(logger::LoggerCommand),
+    /// CURVE keys (see docs/security.md).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Measure throughput and latency (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -118,6 +129,7 @@ fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Metrics(command) => logger::run_metrics(ctx, command),
         Command::Events(command) => logger::run_events(ctx, command),
         Command::Logger(command) => logger::run_logger(ctx, command),
+        Command::Keys(command) => keys::run(ctx, command),
         Command::Bench(command) => Ok(bench::run(
             command,
             ctx.protocol,
@@ -134,6 +146,8 @@ fn main() -> ExitCode {
         retries: cli.retries,
         protocol: cli.protocol,
         output: cli.output,
+        server_key: cli.server_key,
+        key: cli.key,
     };
     match dispatch(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,

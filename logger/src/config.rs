@@ -60,6 +60,9 @@ pub struct LoggerConfig {
     /// Token checks on queries (`PLANTD_LOGGER_AUTH__MODE=required|off`, ...); queries need
     /// `logger:read`.
     pub auth: AuthConfig,
+    /// CURVE keys (`curve.secret_key_file`, `curve.server_key` or `curve.server_key_file`;
+    /// `PLANTD_LOGGER_CURVE__...`): with them every broker socket is a CURVE client. Unset: plain.
+    pub curve: plantd_worker_sdk::curve::CurveConfig,
 }
 
 /// One bus the logger listens to.
@@ -99,6 +102,7 @@ impl Default for LoggerConfig {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             auth: AuthConfig::default(),
+            curve: Default::default(),
         }
     }
 }

@@ -175,10 +175,14 @@ pub fn spawn_ingest(
                 .collect(),
         ),
     });
+    let curve = config
+        .curve
+        .client()
+        .map_err(|e| LoggerError::Config(format!("curve: {e}")))?;
     let mut threads = Vec::new();
     for bus in &config.buses {
         let (subscriber, monitor) =
-            Subscriber::connect_monitored(&bus.endpoint, config.high_water_mark)?;
+            Subscriber::connect_with(&bus.endpoint, config.high_water_mark, curve.as_ref())?;
         subscriber.subscribe(&config.topic_prefix)?;
         let ingest = Ingest {
             bus: bus.name.clone(),

@@ -132,10 +132,15 @@ async fn serve_queries(
         Err(e) => return Err(LoggerError::Config(format!("auth: {e}"))),
     };
     let ops = Arc::new(ops);
+    let curve = config
+        .curve
+        .client()
+        .map_err(|e| LoggerError::Config(format!("curve: {e}")))?;
     let worker = Worker::builder(SERVICE)
         .endpoint(config.broker_endpoint.clone())
         .dialect(config.protocol)
         .concurrency(config.concurrency)
+        .curve(curve)
         .connection_check(broker)
         .handler(move |request| Ok(ops.handle(&request)))
         .build()?;

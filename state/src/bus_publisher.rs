@@ -64,10 +64,11 @@ impl BusPublisher {
     /// yet) and starts the publishing thread, which ends when this publisher is dropped.
     pub fn connect(
         endpoint: &str,
+        curve: Option<&plantd_worker_sdk::curve::ClientCurve>,
         published: IntCounter,
         dropped: IntCounter,
     ) -> Result<Self, BusError> {
-        let publisher = Publisher::connect_with_hwm(endpoint, HIGH_WATER_MARK)?;
+        let (publisher, _monitor) = Publisher::connect_with(endpoint, HIGH_WATER_MARK, curve)?;
         let (tx, rx) = mpsc::sync_channel::<Vec<StateChange>>(QUEUE_CAPACITY);
         let thread_dropped = dropped.clone();
         let spawned = std::thread::Builder::new()

@@ -58,6 +58,9 @@ pub struct StateConfig {
     pub bus_endpoint: String,
     /// Token checks (`PLANTD_STATE_AUTH__MODE=required|off`, ...).
     pub auth: AuthConfig,
+    /// CURVE keys (`curve.secret_key_file`, `curve.server_key` or `curve.server_key_file`;
+    /// `PLANTD_STATE_CURVE__...`): with them every broker socket is a CURVE client. Unset: plain.
+    pub curve: plantd_worker_sdk::curve::CurveConfig,
     /// Log filter (`info`, `plantd_state=debug`, ...).
     pub log_level: String,
     /// `text` or `json`.
@@ -84,6 +87,7 @@ impl Default for StateConfig {
             backup: BackupConfig::default(),
             bus_endpoint: "tcp://127.0.0.1:11000".into(),
             auth: AuthConfig::default(),
+            curve: Default::default(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }

@@ -80,11 +80,16 @@ pub async fn run_with(
     let broker_check = health.check("broker_connection");
     let database_check = DatabaseCheck::new(health.check("database"));
 
+    let curve = config
+        .curve
+        .client()
+        .map_err(|e| StateError::Config(format!("curve: {e}")))?;
     let publisher: Arc<dyn ChangePublisher> = match hooks.publisher {
         Some(publisher) => publisher,
         None if config.bus_endpoint.is_empty() => Arc::new(NullPublisher),
         None => Arc::new(BusPublisher::connect(
             &config.bus_endpoint,
+            curve.as_ref(),
             metrics.changes_published.clone(),
             metrics.changes_dropped.clone(),
         )?),
@@ -131,6 +136,7 @@ pub async fn run_with(
         .liveness(config.liveness)
         .concurrency(config.concurrency)
         .credit(config.credit)
+        .curve(curve)
         .connection_check(broker_check);
     let worker = if config.credit > 1 {
         // Requests a session holds run side by side on the blocking pool (they wait on SQLite

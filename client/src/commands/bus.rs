@@ -184,12 +184,20 @@ fn publish(ctx: &Context, args: PubArgs) -> Result<(), CliError> {
     // Bad input fails before any network traffic.
     let payload = encode_payload(&args.payload, args.raw)?;
     let endpoint = bus_endpoint(ctx, &args.bus, Side::Frontend, args.frontend)?;
-    let (publisher, mut monitor) = Publisher::connect_monitored(&endpoint, DEFAULT_HIGH_WATER_MARK)
-        .map_err(|e| bus_error(&args.bus, e))?;
+    let curve = ctx.curve()?;
+    let (publisher, mut monitor) =
+        Publisher::connect_with(&endpoint, DEFAULT_HIGH_WATER_MARK, curve.as_ref())
+            .map_err(|e| bus_error(&args.bus, e))?;
     // PUB drops whatever is sent before a connection exists, so wait for one.
     // An absurd --timeout (beyond what Instant can add) means "wait forever", never a panic.
     let deadline = Instant::now().checked_add(ctx.timeout);
     while !monitor.is_connected() {
+        if let Some(failure) = monitor.handshake_failure() {
+            return Err(CliError::Input(format!(
+                "bus {}: authentication failed at {endpoint}: {failure}",
+                args.bus
+            )));
+        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(CliError::Input(format!(
                 "cannot reach bus {} at {endpoint}: no connection within {}",
@@ -263,7 +271,10 @@ pub fn message_json(message: &BusMessage, raw: bool) -> Value {
 /// `plant bus sub`: prints messages until Ctrl-C, `--count` messages, or `--for` has passed.
 fn subscribe(ctx: &Context, args: SubArgs) -> Result<(), CliError> {
     let endpoint = bus_endpoint(ctx, &args.bus, Side::Backend, args.backend.clone())?;
-    let subscriber = Subscriber::connect(&endpoint).map_err(|e| bus_error(&args.bus, e))?;
+    let curve = ctx.curve()?;
+    let (subscriber, _monitor) =
+        Subscriber::connect_with(&endpoint, DEFAULT_HIGH_WATER_MARK, curve.as_ref())
+            .map_err(|e| bus_error(&args.bus, e))?;
     let prefixes = if args.prefixes.is_empty() {
         vec![String::new()]
     } else {

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bus;
 pub mod echo;
+pub mod keys;
 pub mod logger;
 pub mod mmi;
 mod reply;

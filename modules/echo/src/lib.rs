@@ -44,6 +44,9 @@ pub struct EchoConfig {
     pub log_level: String,
     /// Log line format: `text` or `json`.
     pub log_format: LogFormat,
+    /// CURVE keys (`curve.secret_key_file`, `curve.server_key` or `curve.server_key_file`;
+    /// `PLANTD_ECHO_CURVE__...`): with them every broker socket is a CURVE client. Unset: plain.
+    pub curve: plantd_worker_sdk::curve::CurveConfig,
 }
 
 impl Default for EchoConfig {
@@ -59,6 +62,7 @@ impl Default for EchoConfig {
             heartbeat_liveness: 3,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            curve: Default::default(),
         }
     }
 }
@@ -92,8 +96,13 @@ pub async fn run(config: EchoConfig, shutdown: Shutdown) -> Result<(), EchoError
     .and_then(|c| registry.register(Box::new(c.clone())).map(|()| c))
     .map_err(|e| EchoError::Config(format!("metrics: {e}")))?;
 
+    let curve = config
+        .curve
+        .client()
+        .map_err(|e| EchoError::Config(format!("curve: {e}")))?;
     let worker = Worker::builder(SERVICE)
         .endpoint(&config.broker_endpoint)
+        .curve(curve)
         .dialect(config.protocol)
         .heartbeat(Duration::from_millis(config.heartbeat_interval_ms))
         .liveness(config.heartbeat_liveness)

@@ -59,6 +59,9 @@ pub struct MetricModuleConfig {
     pub log_level: String,
     /// Log line format: `text` or `json`.
     pub log_format: LogFormat,
+    /// CURVE keys (`curve.secret_key_file`, `curve.server_key` or `curve.server_key_file`;
+    /// `PLANTD_MODULE_METRIC_CURVE__...`): with them every broker socket is a CURVE client. Unset: plain.
+    pub curve: plantd_worker_sdk::curve::CurveConfig,
 }
 
 impl Default for MetricModuleConfig {
@@ -74,6 +77,7 @@ impl Default for MetricModuleConfig {
             health_port: 8087,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            curve: Default::default(),
         }
     }
 }

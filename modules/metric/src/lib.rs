@@ -131,8 +131,15 @@ async fn produce(
 ) -> Result<(), MetricModuleError> {
     let connection = health.check("bus_connection");
     let sampling = health.check("sampling");
-    let (publisher, mut monitor) =
-        Publisher::connect_monitored(&config.bus_frontend, bus::DEFAULT_HIGH_WATER_MARK)?;
+    let curve = config
+        .curve
+        .client()
+        .map_err(|e| MetricModuleError::Config(format!("curve: {e}")))?;
+    let (publisher, mut monitor) = Publisher::connect_with(
+        &config.bus_frontend,
+        bus::DEFAULT_HIGH_WATER_MARK,
+        curve.as_ref(),
+    )?;
     let source = config.source_name();
     let mut sampler = Sampler::new(source.clone());
     tracing::info!(
@@ -194,8 +201,15 @@ async fn consume<W: Write + Send + 'static>(
     mut out: W,
 ) -> Result<(), MetricModuleError> {
     let connection = health.check("bus_connection");
-    let (subscriber, mut monitor) =
-        Subscriber::connect_monitored(&config.bus_backend, bus::DEFAULT_HIGH_WATER_MARK)?;
+    let curve = config
+        .curve
+        .client()
+        .map_err(|e| MetricModuleError::Config(format!("curve: {e}")))?;
+    let (subscriber, mut monitor) = Subscriber::connect_with(
+        &config.bus_backend,
+        bus::DEFAULT_HIGH_WATER_MARK,
+        curve.as_ref(),
+    )?;
     subscriber.subscribe(&config.topic_prefix)?;
     let mut messages = subscriber.into_stream(1024);
     tracing::info!(bus = %config.bus_backend, prefix = %config.topic_prefix, "metric consumer started");

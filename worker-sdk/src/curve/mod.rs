@@ -16,14 +16,19 @@
 //! - **Servers** (the broker's sockets) also set a ZAP domain and `ZMQ_ZAP_ENFORCE_DOMAIN`
 //!   ([`ServerCurve::apply`]), so a missing or crashed ZAP handler admits nobody.
 //!
+//! - **Profiles**: [`CurveProfiles`], the settings `plant` uses per broker endpoint
+//!   (`curve.json`, written by `plantd up --secure`).
+//!
 //! CURVE needs libzmq built with libsodium: `third_party/zmq-sys` does that for the whole
 //! workspace; [`available`] tells at run time.
 
 mod config;
 mod keys;
+mod profiles;
 
 pub use config::CurveConfig;
 pub use keys::{read_public_key, read_secret_key, write_key_pair, KeyPair, PublicKey, SecretKey};
+pub use profiles::CurveProfiles;
 
 use std::path::PathBuf;
 use std::sync::Arc;
