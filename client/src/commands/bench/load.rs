@@ -89,6 +89,8 @@ pub struct LoadSpec {
     pub duration: Option<Duration>,
     /// Give up on a reply after this long.
     pub reply_timeout: Duration,
+    /// The clients' CURVE keys, for a CURVE broker.
+    pub curve: Option<plantd_worker_sdk::curve::ClientCurve>,
 }
 
 /// What one run measured.
@@ -232,6 +234,7 @@ fn run_client(
         s.set_linger(0)?;
         s.set_sndhwm(0)?;
         s.set_rcvhwm(0)?;
+        plantd_worker_sdk::curve::apply_client(spec.curve.as_ref(), &s)?;
         s.connect(&spec.endpoint)?;
         Ok(s)
     }) {

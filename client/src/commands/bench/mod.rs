@@ -6,6 +6,8 @@
 //!   and the broker and prints the ratios, the figures that stay stable on noisy machines.
 //!   `--sdk-client blocking|async` sends the requests through the SDK's clients instead of raw
 //!   sockets, to see what the client costs.
+//!   `--curve` alternates in-process brokers with and without CURVE, pipelined and synchronous,
+//!   and prints the CURVE/NULL ratios (`curve.rs`).
 //! - `plant bench ceiling`: the same traffic through a bare ROUTER↔DEALER `zmq_proxy`;
 //!   `--mdp-frames` frames it like MDP client requests.
 //! - `plant bench state`: state-set/state-get against echo through an in-process broker.
@@ -18,6 +20,7 @@
 //! Method and results: `docs/benchmarks.md`.
 
 mod bus;
+mod curve;
 mod idle;
 mod load;
 mod memory;
@@ -121,9 +124,13 @@ pub struct LoadArgs {
     /// body) instead of one bare frame, so the proxy moves as many frames as MDP needs.
     #[arg(long)]
     pub mdp_frames: bool,
-    /// Alternations with --compare-ceiling.
+    /// Alternations with --compare-ceiling or --curve.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Broker only: alternate in-process brokers with CURVE (keys made for the run) and without,
+    /// pipelined (--window) and synchronous (window 1), and report the CURVE/NULL ratios.
+    #[arg(long)]
+    pub curve: bool,
 }
 
 /// Runs a bench subcommand speaking `protocol` (the global `--protocol`); `json` selects
@@ -135,6 +142,7 @@ pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
         other => other,
     };
     match command {
+        BenchCommand::Broker(args) if args.curve => curve::compare(&args, json),
         BenchCommand::Broker(args) if args.compare_ceiling => compare(&args, json),
         BenchCommand::Broker(args) => {
             let report = broker_run(&args)?;
@@ -194,6 +202,7 @@ fn spec(args: &LoadArgs, endpoint: String) -> Result<LoadSpec> {
         requests: args.requests.max(args.clients as u64),
         duration: args.duration.map(Duration::from_secs_f64),
         reply_timeout: Duration::from_secs(10),
+        curve: None,
     })
 }
 
@@ -207,13 +216,15 @@ struct InProcessBroker {
 }
 
 impl InProcessBroker {
-    fn start() -> Result<Self> {
+    /// A broker on a free port, with CURVE if `curve` is given.
+    fn start(curve: Option<plantd_broker::security::CurveSettings>) -> Result<Self> {
         let endpoint = free_endpoint();
         let config = plantd_broker::BrokerConfig {
             endpoint: endpoint.clone(),
             health_port: plantd_worker_sdk::testing::free_port(),
             // Several brokers run side by side in tests: no buses on the fixed default ports.
             bus: plantd_broker::bus::BusSettings::disabled(),
+            curve: curve.unwrap_or_default(),
             ..Default::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -259,10 +270,16 @@ impl Drop for InProcessBroker {
 }
 
 fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
+    broker_run_on(args, None)
+}
+
+/// [`broker_run`], on a CURVE broker when `keys` are given (in-process only).
+fn broker_run_on(args: &LoadArgs, keys: Option<&curve::BenchKeys>) -> Result<LoadReport> {
     let ctx = zmq::Context::new();
     let local = match &args.broker {
+        Some(_) if keys.is_some() => bail!("--curve starts its own brokers; drop --broker"),
         Some(_) => None,
-        None => Some(InProcessBroker::start()?),
+        None => Some(InProcessBroker::start(keys.map(|k| k.settings.clone()))?),
     };
     let endpoint = args
         .broker
@@ -272,9 +289,15 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
     let shape = echo_workers(args);
     let heartbeat = Duration::from_millis(1000);
     let (_lean, _sdk) = if args.sdk_workers && shape.threads > 0 {
-        let sdk =
-            peers::sdk_echo_workers(&endpoint, &args.service, args.protocol, shape, heartbeat)
-                .context("cannot start SDK echo workers")?;
+        let sdk = peers::sdk_echo_workers(
+            &endpoint,
+            &args.service,
+            args.protocol,
+            shape,
+            heartbeat,
+            keys.map(|k| k.worker.clone()),
+        )
+        .context("cannot start SDK echo workers")?;
         (None, Some(sdk))
     } else {
         let lean = peers::mdp_echo_workers(
@@ -284,12 +307,15 @@ fn broker_run(args: &LoadArgs) -> Result<LoadReport> {
             args.protocol,
             shape,
             heartbeat,
+            keys.map(|k| &k.worker),
         )
         .context("cannot start bench echo workers")?;
         (Some(lean), None)
     };
-    wait_for_service(&endpoint, &args.service, args.protocol)?;
-    let spec = spec(args, endpoint)?;
+    let client_keys = keys.map(|k| k.client.clone());
+    wait_for_service(&endpoint, &args.service, args.protocol, client_keys.clone())?;
+    let mut spec = spec(args, endpoint)?;
+    spec.curve = client_keys;
     if let Some(kind) = args.sdk_client {
         return Ok(measure(&spec, "broker", |progress| {
             sdk_clients::run_load(kind, &args.service, args.protocol, &spec, &progress)
@@ -348,8 +374,13 @@ fn ceiling_run(args: &LoadArgs, mdp_frames: bool) -> Result<LoadReport> {
 
 /// Waits until `mmi.service` says `service` has a worker, asking in `protocol`: the dialect of the
 /// run itself, so a broker that speaks only that one (a zguide broker, 0.1) can answer.
-fn wait_for_service(endpoint: &str, service: &str, protocol: Dialect) -> Result<()> {
-    let client = plantd_worker_sdk::Client::connect(endpoint)?
+fn wait_for_service(
+    endpoint: &str,
+    service: &str,
+    protocol: Dialect,
+    curve: Option<plantd_worker_sdk::curve::ClientCurve>,
+) -> Result<()> {
+    let client = plantd_worker_sdk::Client::connect_with(endpoint, curve)?
         .with_timeout(Duration::from_secs(2))
         .with_dialect(protocol);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

@@ -4,6 +4,7 @@
 //! Both echo ends do the least possible work (receive, send the same body back) so that the
 //! comparison measures the broker against the proxy and nothing else.
 
+use plantd_worker_sdk::curve::ClientCurve;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -53,6 +54,7 @@ pub fn mdp_echo_workers(
     dialect: Dialect,
     shape: EchoWorkers,
     heartbeat: Duration,
+    curve: Option<&ClientCurve>,
 ) -> zmq::Result<PeerSet> {
     let EchoWorkers {
         threads,
@@ -68,6 +70,7 @@ pub fn mdp_echo_workers(
             socket.set_linger(0)?;
             socket.set_sndhwm(0)?;
             socket.set_rcvhwm(0)?;
+            plantd_worker_sdk::curve::apply_client(curve, &socket)?;
             socket.connect(endpoint)?;
             send(
                 &socket,
@@ -117,6 +120,7 @@ pub fn sdk_echo_workers(
     dialect: Dialect,
     shape: EchoWorkers,
     heartbeat: Duration,
+    curve: Option<ClientCurve>,
 ) -> anyhow::Result<SdkEchoWorkers> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -128,6 +132,7 @@ pub fn sdk_echo_workers(
         .heartbeat(heartbeat)
         .concurrency((shape.threads * shape.sessions).max(1))
         .credit(shape.credit)
+        .curve(curve)
         .handler(Ok)
         .build()?;
     let shutdown = plantd_worker_sdk::Shutdown::new();

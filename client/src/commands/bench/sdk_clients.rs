@@ -99,7 +99,7 @@ impl Run<'_> {
     }
 
     fn blocking(&self, dialect: Dialect) -> ClientOutcome {
-        let client = match Client::connect(&self.spec.endpoint) {
+        let client = match Client::connect_with(&self.spec.endpoint, self.spec.curve.clone()) {
             Ok(c) => c
                 .with_timeout(self.spec.reply_timeout)
                 .with_dialect(dialect),
@@ -149,7 +149,7 @@ impl Run<'_> {
                 return outcome;
             }
         };
-        let client = match AsyncClient::connect(&self.spec.endpoint) {
+        let client = match AsyncClient::connect_with(&self.spec.endpoint, self.spec.curve.clone()) {
             Ok(c) => c
                 .with_timeout(self.spec.reply_timeout)
                 .with_dialect(dialect),

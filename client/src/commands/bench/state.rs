@@ -137,7 +137,7 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
     }
     // Declared first so it is removed last, after the services on it have stopped.
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let mut broker = InProcessBroker::start()?;
+    let mut broker = InProcessBroker::start(None)?;
     let endpoint = broker.endpoint.clone();
     let echo = Worker::builder(ECHO)
         .endpoint(endpoint.clone())
@@ -161,8 +161,8 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
     };
     broker.spawn(plantd_state::run(state, stop));
     // Our own in-process broker, so the native dialect.
-    super::wait_for_service(&endpoint, ECHO, Dialect::V02)?;
-    super::wait_for_service(&endpoint, STATE, Dialect::V02)?;
+    super::wait_for_service(&endpoint, ECHO, Dialect::V02, None)?;
+    super::wait_for_service(&endpoint, STATE, Dialect::V02, None)?;
 
     let echo_phase = |name| {
         phase(

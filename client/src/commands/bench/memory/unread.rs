@@ -35,6 +35,7 @@ pub fn run(broker: &BrokerProcess, args: &MemoryArgs) -> Result<LoadOutcome> {
         Dialect::V02,
         shape,
         Duration::from_secs(1),
+        None,
     )
     .context("cannot start the echo workers")?;
     let probe = Client::connect(&broker.endpoint)?
