@@ -156,10 +156,7 @@ fn repeated_failures_lock_the_account_until_the_window_passes() {
             "{action} not audited: {actions:?}"
         );
     }
-    let metrics = reqwest::blocking::get(format!("{}/metrics", h.health_url()))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = h.metrics();
     assert!(
         metrics.contains("plantd_identity_lockouts_total 2"),
         "{metrics}"
@@ -205,10 +202,7 @@ fn a_source_over_its_rate_limit_is_refused() {
     assert_eq!(code(&attempt(Some("203.0.113.8"))), "LOGIN_FAILED");
     // Other operations are not limited.
     data(common::call(&client, "health", "check", &json!({})));
-    let metrics = reqwest::blocking::get(format!("{}/metrics", h.health_url()))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = h.metrics();
     assert!(
         metrics.contains(r#"plantd_identity_rate_limited_total{operation="auth/login"} 2"#),
         "{metrics}"

@@ -813,10 +813,7 @@ fn health_check_metrics_and_audit_list() {
 
     let response = reqwest::blocking::get(format!("{}/healthz", h.health_url())).unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    let metrics = reqwest::blocking::get(format!("{}/metrics", h.health_url()))
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = h.metrics();
     for line in [
         r#"plantd_identity_requests_total{operation="auth/login",outcome="ok"} 1"#,
         r#"plantd_identity_logins_total{outcome="ok"} 1"#,

@@ -12,7 +12,7 @@ use crate::codes::OpError;
 use crate::permissions::{
     self, API_KEY_CREATE, API_KEY_READ, API_KEY_REVOKE, USER_READ, USER_UPDATE,
 };
-use crate::store::{api_keys, audit, now_secs, sessions};
+use crate::store::{api_keys, now_secs, sessions};
 use crate::tokens::{self, digest, API_KEY_PREFIX};
 
 /// Longest key name.
@@ -66,8 +66,8 @@ fn create(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         .collect();
     let hash = digest(&key);
     let row = id.record(req, caller.actor(), "api_key.create", "", "ok");
-    let (stored, user_id) = (row.clone(), caller.user_id);
-    let created = id.store.write(move |conn| {
+    let user_id = caller.user_id;
+    let created = id.write_audited(row, move |conn, row| {
         let created = api_keys::insert(
             conn,
             user_id,
@@ -78,14 +78,9 @@ fn create(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
             now,
             expires_at,
         )?;
-        let mut stored = stored;
-        stored.target = format!("api_key:{}", created.id);
-        audit::insert(conn, &stored)?;
+        row.target = format!("api_key:{}", created.id);
         Ok(created)
     })?;
-    let mut row = row;
-    row.target = format!("api_key:{}", created.id);
-    id.events.audit(&row);
     Ok(json!({
         "api_key": key,
         "key": created,
@@ -117,14 +112,11 @@ fn revoke(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         format!("api_key:{key_id}"),
         "ok",
     );
-    let stored = row.clone();
-    let ended = id.store.write(move |conn| {
+    let ended = id.write_audited(row, move |conn, _| {
         let now = now_secs();
         api_keys::revoke(conn, key_id, now)?;
-        audit::insert(conn, &stored)?;
         sessions::revoke_where(conn, None, Some(key_id), None, "api_key_revoked", now)
     })?;
-    id.events.audit(&row);
     end_sessions(id, ended, key.user_id, "api_key_revoked");
     Ok(json!({"revoked": true, "key_id": key_id}))
 }

@@ -17,7 +17,7 @@ use crate::password;
 use crate::permissions::SYSTEM_ADMIN;
 use crate::store::roles::{self, Grants};
 use crate::store::users::rfc3339;
-use crate::store::{api_keys, audit, keys, now_ms, now_secs, sessions, users};
+use crate::store::{api_keys, keys, now_ms, now_secs, sessions, users};
 use crate::tokens::{self, digest};
 
 /// The longest identifier (username or email) accepted.
@@ -154,19 +154,14 @@ fn login(id: &Identity, req: &Request) -> Result<Value, OpError> {
     }
     let matches = id.hasher.verify(&password, &record.password_hash);
     if !matches || !user.is_active {
-        let lockout = id.settings.lockout.clone();
-        let (user_id, row) = (
-            user.id,
-            id.record(req, "anonymous", "login.failed", target.clone(), "failed"),
-        );
-        let stored = row.clone();
-        let locked_now = id.store.write(move |conn| {
-            audit::insert(conn, &stored)?;
+        let (lockout, user_id) = (id.settings.lockout.clone(), user.id);
+        let row = id.record(req, "anonymous", "login.failed", target.clone(), "failed");
+        let locked_now = id.write_audited(row, move |conn, row| {
             if !matches {
                 users::record_failure(
                     conn,
                     user_id,
-                    stored.time_ms,
+                    row.time_ms,
                     lockout.max_failures,
                     ms(lockout.window_secs),
                     ms(lockout.duration_secs),
@@ -175,7 +170,6 @@ fn login(id: &Identity, req: &Request) -> Result<Value, OpError> {
                 Ok(None)
             }
         })?;
-        id.events.audit(&row);
         if locked_now.is_some() {
             id.metrics.lockouts.inc();
             id.audit(id.record(req, "system", "account.locked", target, "ok"));
@@ -200,15 +194,12 @@ fn login(id: &Identity, req: &Request) -> Result<Value, OpError> {
     let refresh = tokens::new_refresh_token();
     let refresh_exp = now_s + id.refresh_ttl();
     let row = id.record(req, format!("user:{}", user.id), "login.ok", target, "ok");
-    let (stored, user_id, session) = (row.clone(), user.id, sid.clone());
-    let hash = digest(&refresh);
-    id.store.write(move |conn| {
+    let (user_id, session, hash) = (user.id, sid.clone(), digest(&refresh));
+    id.write_audited(row, move |conn, _| {
         sessions::create(conn, &session, user_id, None, now_s, exp)?;
         sessions::add_refresh(conn, &hash, &session, now_s, refresh_exp)?;
-        users::login_succeeded(conn, user_id, now_s)?;
-        audit::insert(conn, &stored)
+        users::login_succeeded(conn, user_id, now_s)
     })?;
-    id.events.audit(&row);
     id.metrics.logins.with_label_values(&["ok"]).inc();
     let user = id.store.read(|conn| users::get(conn, user_id))?;
     Ok(json!({
@@ -248,31 +239,28 @@ fn refresh(id: &Identity, req: &Request) -> Result<Value, OpError> {
     let exp = now + id.ttl();
     let fresh = tokens::new_refresh_token();
     let (fresh_hash, fresh_exp) = (digest(&fresh), now + id.refresh_ttl());
-    let reuse_row = id.record(req, "anonymous", "token.reuse", "", "denied");
-    let ok_row = id.record(req, "", "token.refresh", "", "ok");
-    let (reuse_stored, ok_stored) = (reuse_row.clone(), ok_row.clone());
-    let outcome = id.store.write(move |conn| {
+    // Every outcome is audited; the row is completed inside the transaction.
+    let row = id.record(req, "anonymous", "token.refresh", "", "failed");
+    let outcome = id.write_audited(row, move |conn, row| {
         let Some(presented) = sessions::use_refresh(conn, &hash, now)? else {
             return Ok(Refreshed::Unknown);
         };
-        let session = sessions::get(conn, &presented.session_id)?;
-        let Some(session) = session else {
+        let Some(session) = sessions::get(conn, &presented.session_id)? else {
             return Ok(Refreshed::Unknown);
         };
+        row.actor = format!("user:{}", session.user_id);
+        row.target = format!("session:{}", session.id);
         if session.revoked_reason.is_some() {
             return Ok(Refreshed::Revoked);
         }
         if presented.used {
             // Only a thief or a replaying client presents a used token: end the session.
             sessions::revoke(conn, &session.id, "refresh_reuse", now)?;
-            let ended = vec![session.id.clone()];
-            let mut row = reuse_stored;
-            row.target = format!("session:{}", session.id);
-            row.actor = format!("user:{}", session.user_id);
-            audit::insert(conn, &row)?;
+            row.action = "token.reuse".into();
+            row.outcome = "denied".into();
             return Ok(Refreshed::Reused {
                 user_id: session.user_id,
-                sessions: ended,
+                sessions: vec![session.id],
             });
         }
         if presented.expires_at <= now {
@@ -284,10 +272,7 @@ fn refresh(id: &Identity, req: &Request) -> Result<Value, OpError> {
         }
         sessions::add_refresh(conn, &fresh_hash, &session.id, now, fresh_exp)?;
         sessions::extend_access(conn, &session.id, exp)?;
-        let mut row = ok_stored;
-        row.actor = format!("user:{}", user.id);
-        row.target = format!("session:{}", session.id);
-        audit::insert(conn, &row)?;
+        row.outcome = "ok".into();
         Ok(Refreshed::Rotated {
             sid: session.id,
             user_id: user.id,
@@ -300,10 +285,6 @@ fn refresh(id: &Identity, req: &Request) -> Result<Value, OpError> {
             user_id,
             username,
         } => {
-            let mut row = ok_row;
-            row.actor = format!("user:{user_id}");
-            row.target = format!("session:{sid}");
-            id.events.audit(&row);
             // Current grants, not those of the old token: a role change shows at once.
             let grants = id.store.read(|conn| roles::grants(conn, user_id))?;
             let access = id.access_token(
@@ -335,15 +316,7 @@ fn refresh(id: &Identity, req: &Request) -> Result<Value, OpError> {
             "the session of this refresh token has ended",
         )),
         Refreshed::Reused { user_id, sessions } => {
-            let mut row = reuse_row;
-            row.actor = format!("user:{user_id}");
-            row.target = sessions
-                .first()
-                .map(|s| format!("session:{s}"))
-                .unwrap_or_default();
-            id.events.audit(&row);
-            id.verifier.revoke_sessions(&sessions);
-            id.events.revoked(sessions, user_id, "refresh_reuse");
+            end_sessions(id, sessions, user_id, "refresh_reuse");
             Err(OpError::new(
                 ErrorCode::TokenRevoked,
                 "this refresh token was used before: the session has been revoked",
@@ -362,12 +335,10 @@ fn logout(id: &Identity, req: &Request) -> Result<Value, OpError> {
         format!("session:{}", caller.session_id),
         "ok",
     );
-    let (stored, sid) = (row.clone(), caller.session_id.clone());
-    id.store.write(move |conn| {
-        sessions::revoke(conn, &sid, "logout", now_secs())?;
-        audit::insert(conn, &stored)
+    let sid = caller.session_id.clone();
+    id.write_audited(row, move |conn, _| {
+        sessions::revoke(conn, &sid, "logout", now_secs()).map(drop)
     })?;
-    id.events.audit(&row);
     end_sessions(
         id,
         vec![caller.session_id.clone()],
@@ -437,11 +408,10 @@ fn change_password(id: &Identity, req: &Request) -> Result<Value, OpError> {
         .hash(&new)
         .map_err(|e| OpError::new(ErrorCode::StorageError, e.to_string()))?;
     let row = id.record(req, caller.actor(), "password.change", target, "ok");
-    let (stored, user_id, keep) = (row.clone(), caller.user_id, caller.session_id.clone());
-    let ended = id.store.write(move |conn| {
+    let (user_id, keep) = (caller.user_id, caller.session_id.clone());
+    let ended = id.write_audited(row, move |conn, _| {
         let now = now_secs();
         users::set_password(conn, user_id, &hash, now)?;
-        audit::insert(conn, &stored)?;
         sessions::revoke_where(
             conn,
             Some(user_id),
@@ -451,7 +421,6 @@ fn change_password(id: &Identity, req: &Request) -> Result<Value, OpError> {
             now,
         )
     })?;
-    id.events.audit(&row);
     let count = ended.len();
     end_sessions(id, ended, caller.user_id, "password_changed");
     Ok(json!({"changed": true, "sessions_revoked": count}))
@@ -516,13 +485,11 @@ fn exchange(id: &Identity, req: &Request) -> Result<Value, OpError> {
         exp,
     )?;
     let row = id.record(req, target.clone(), "api_key.exchange", target, "ok");
-    let (stored, session, owner_id, key_id) = (row.clone(), sid.clone(), owner.id, found.id);
-    id.store.write(move |conn| {
+    let (session, owner_id, key_id) = (sid.clone(), owner.id, found.id);
+    id.write_audited(row, move |conn, _| {
         sessions::create(conn, &session, owner_id, Some(key_id), now, exp)?;
-        api_keys::touch(conn, key_id, now)?;
-        audit::insert(conn, &stored)
+        api_keys::touch(conn, key_id, now)
     })?;
-    id.events.audit(&row);
     Ok(json!({
         "access_token": access,
         "token_type": "Bearer",
@@ -550,16 +517,14 @@ fn rotate_key(id: &Identity, req: &Request) -> Result<Value, OpError> {
         format!("key:{}", key.kid),
         "ok",
     );
-    let (stored, new_key) = (row.clone(), key.clone());
-    id.store.write(move |conn| {
-        keys::rotate(conn, &new_key, now, listed_until)?;
-        audit::insert(conn, &stored)
+    let new_key = key.clone();
+    id.write_audited(row, move |conn, _| {
+        keys::rotate(conn, &new_key, now, listed_until)
     })?;
     id.signer.switch_to(&key).map_err(|e| {
         tracing::error!(error = %e, "cannot use the new signing key");
         OpError::new(ErrorCode::StorageError, "cannot use the new signing key")
     })?;
-    id.events.audit(&row);
     // Our own verifier learns the new key now (others on their next fetch or unknown kid).
     if let Err(e) = id.verifier.refresh_keys() {
         tracing::warn!(error = %e, "cannot refresh identity's own verifier keys");

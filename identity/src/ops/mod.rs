@@ -243,6 +243,26 @@ impl Identity {
         }
     }
 
+    /// Runs `f` in a write transaction and stores `row` in the same one (so the change and its
+    /// audit row commit together), then publishes the row. `f` may complete the row (a target
+    /// known only once a row is inserted).
+    pub(crate) fn write_audited<T, F>(&self, row: AuditRecord, f: F) -> Result<T, OpError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection, &mut AuditRecord) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
+        let (value, row) = self.store.write(move |conn| {
+            let mut row = row;
+            let value = f(conn, &mut row)?;
+            crate::store::audit::insert(conn, &row)?;
+            Ok((value, row))
+        })?;
+        self.events.audit(&row);
+        Ok(value)
+    }
+
     /// Stores `record` on its own and publishes it. A failure to store it is logged, not
     /// returned: the event it describes has already been decided.
     pub(crate) fn audit(&self, record: AuditRecord) {

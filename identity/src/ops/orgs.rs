@@ -9,7 +9,7 @@ use super::{Identity, Request};
 use crate::codes::OpError;
 use crate::permissions::{ORG_CREATE, ORG_DELETE, ORG_READ, ORG_UPDATE};
 use crate::store::orgs::{self, OrgFields};
-use crate::store::{audit, now_secs, roles, users};
+use crate::store::{now_secs, roles, users};
 
 /// Longest name.
 const MAX_NAME: usize = 255;
@@ -61,17 +61,11 @@ fn create(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         is_active: req.body.opt_bool("is_active")?,
     };
     let row = id.record(req, caller.actor(), "org.create", "", "ok");
-    let stored = row.clone();
-    let org = id.store.write(move |conn| {
+    let org = id.write_audited(row, move |conn, row| {
         let org = orgs::insert(conn, &fields, now_secs())?;
-        let mut stored = stored;
-        stored.target = format!("org:{}", org.id);
-        audit::insert(conn, &stored)?;
+        row.target = format!("org:{}", org.id);
         Ok(org)
     })?;
-    let mut row = row;
-    row.target = format!("org:{}", org.id);
-    id.events.audit(&row);
     Ok(json!({ "organization": org }))
 }
 
@@ -131,13 +125,10 @@ fn update(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         format!("org:{org_id}"),
         "ok",
     );
-    let stored = row.clone();
-    let org = id.store.write(move |conn| {
+    let org = id.write_audited(row, move |conn, _| {
         let org = orgs::update(conn, org_id, &fields, now_secs())?;
-        audit::insert(conn, &stored)?;
         Ok(org)
     })?;
-    id.events.audit(&row);
     Ok(json!({ "organization": org }))
 }
 
@@ -151,14 +142,11 @@ fn delete(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         format!("org:{org_id}"),
         "ok",
     );
-    let stored = row.clone();
-    let members = id.store.write(move |conn| {
+    let members = id.write_audited(row, move |conn, _| {
         let members = orgs::members(conn, org_id)?;
         orgs::delete(conn, org_id)?;
-        audit::insert(conn, &stored)?;
         Ok(members)
     })?;
-    id.events.audit(&row);
     id.events.changed(members);
     Ok(json!({"deleted": true, "org_id": org_id}))
 }

@@ -8,8 +8,8 @@ use super::caller::Caller;
 use super::{Identity, Request};
 use crate::codes::OpError;
 use crate::permissions::{self, ROLE_CREATE, ROLE_DELETE, ROLE_READ, ROLE_UPDATE};
+use crate::store::now_secs;
 use crate::store::roles::{self, RoleFields};
-use crate::store::{audit, now_secs};
 
 /// Longest role name.
 const MAX_NAME: usize = 100;
@@ -70,17 +70,11 @@ fn create(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         scope: Some(scope_field(req)?.unwrap_or_else(|| "global".into())),
     };
     let row = id.record(req, caller.actor(), "role.create", "", "ok");
-    let stored = row.clone();
-    let role = id.store.write(move |conn| {
+    let role = id.write_audited(row, move |conn, row| {
         let role = roles::insert(conn, &fields, now_secs())?;
-        let mut stored = stored;
-        stored.target = format!("role:{}", role.id);
-        audit::insert(conn, &stored)?;
+        row.target = format!("role:{}", role.id);
         Ok(role)
     })?;
-    let mut row = row;
-    row.target = format!("role:{}", role.id);
-    id.events.audit(&row);
     Ok(json!({ "role": role }))
 }
 
@@ -139,13 +133,10 @@ fn update(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         format!("role:{role_id}"),
         "ok",
     );
-    let stored = row.clone();
-    let role = id.store.write(move |conn| {
+    let role = id.write_audited(row, move |conn, _| {
         let role = roles::update(conn, role_id, &fields, now_secs())?;
-        audit::insert(conn, &stored)?;
         Ok(role)
     })?;
-    id.events.audit(&row);
     if grants_change {
         id.events.changed(holders);
     }
@@ -164,14 +155,11 @@ fn delete(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         format!("role:{role_id}"),
         "ok",
     );
-    let stored = row.clone();
-    let holders = id.store.write(move |conn| {
+    let holders = id.write_audited(row, move |conn, _| {
         let holders = roles::holders(conn, role_id)?;
         roles::delete(conn, role_id)?;
-        audit::insert(conn, &stored)?;
         Ok(holders)
     })?;
-    id.events.audit(&row);
     id.events.changed(holders);
     Ok(json!({"deleted": true, "role_id": role_id}))
 }

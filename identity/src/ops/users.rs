@@ -15,7 +15,7 @@ use crate::permissions::{
     ORG_UPDATE, ROLE_ASSIGN, USER_CREATE, USER_DELETE, USER_READ, USER_UPDATE,
 };
 use crate::store::users::{NewUser, UserFilter, UserKey, UserUpdate};
-use crate::store::{audit, now_secs, orgs, roles, sessions, users, StoreError};
+use crate::store::{now_secs, orgs, roles, sessions, users, StoreError};
 
 /// Longest username.
 const MAX_USERNAME: usize = 50;
@@ -108,17 +108,11 @@ fn create(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         is_active,
     };
     let row = id.record(req, caller.actor(), "user.create", "", "ok");
-    let stored = row.clone();
-    let user = id.store.write(move |conn| {
+    let user = id.write_audited(row, move |conn, row| {
         let user = users::insert(conn, &new, now_secs())?;
-        let mut stored = stored;
-        stored.target = format!("user:{}", user.id);
-        audit::insert(conn, &stored)?;
+        row.target = format!("user:{}", user.id);
         Ok(user)
     })?;
-    let mut row = row;
-    row.target = format!("user:{}", user.id);
-    id.events.audit(&row);
     Ok(json!({ "user": user }))
 }
 
@@ -180,9 +174,6 @@ fn update(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         check_email(email)?;
     }
     let is_active = req.body.opt_bool("is_active")?;
-    if is_active == Some(false) && user_id == caller.user_id {
-        return Err(OpError::invalid("you cannot deactivate yourself"));
-    }
     let change = UserUpdate {
         username,
         email: email.map(|e| e.to_lowercase()),
@@ -195,19 +186,32 @@ fn update(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
     } else {
         "user.update"
     };
+    apply(id, req, caller, user_id, change, action)
+}
+
+/// Applies `change` to `user_id` (audited as `action`); a user left inactive loses every session.
+fn apply(
+    id: &Identity,
+    req: &Request,
+    caller: &Caller,
+    user_id: i64,
+    change: UserUpdate,
+    action: &str,
+) -> Result<Value, OpError> {
+    if change.is_active == Some(false) && user_id == caller.user_id {
+        return Err(OpError::invalid("you cannot deactivate yourself"));
+    }
     let row = id.record(req, caller.actor(), action, format!("user:{user_id}"), "ok");
-    let stored = row.clone();
-    let (user, ended) = id.store.write(move |conn| {
-        let user = users::update(conn, user_id, &change, now_secs())?;
-        audit::insert(conn, &stored)?;
+    let (user, ended) = id.write_audited(row, move |conn, _| {
+        let now = now_secs();
+        let user = users::update(conn, user_id, &change, now)?;
         let ended = if user.is_active {
             Vec::new()
         } else {
-            sessions::revoke_where(conn, Some(user_id), None, None, "deactivated", now_secs())?
+            sessions::revoke_where(conn, Some(user_id), None, None, "deactivated", now)?
         };
         Ok((user, ended))
     })?;
-    id.events.audit(&row);
     end_sessions(id, ended, user_id, "deactivated");
     Ok(json!({ "user": user }))
 }
@@ -225,15 +229,12 @@ fn delete(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         format!("user:{user_id}"),
         "ok",
     );
-    let stored = row.clone();
-    let ended = id.store.write(move |conn| {
+    let ended = id.write_audited(row, move |conn, _| {
         users::get(conn, user_id)?;
         let ended = sessions::revoke_where(conn, Some(user_id), None, None, "deleted", now_secs())?;
         users::delete(conn, user_id)?;
-        audit::insert(conn, &stored)?;
         Ok(ended)
     })?;
-    id.events.audit(&row);
     end_sessions(id, ended, user_id, "deleted");
     Ok(json!({"deleted": true, "user_id": user_id}))
 }
@@ -281,33 +282,16 @@ fn set_active(
 ) -> Result<Value, OpError> {
     id.require(req, caller, USER_UPDATE, None)?;
     let user_id = req.body.id("user_id")?;
-    if !active && user_id == caller.user_id {
-        return Err(OpError::invalid("you cannot deactivate yourself"));
-    }
+    let change = UserUpdate {
+        is_active: Some(active),
+        ..UserUpdate::default()
+    };
     let action = if active {
         "user.activate"
     } else {
         "user.deactivate"
     };
-    let row = id.record(req, caller.actor(), action, format!("user:{user_id}"), "ok");
-    let stored = row.clone();
-    let (user, ended) = id.store.write(move |conn| {
-        let change = UserUpdate {
-            is_active: Some(active),
-            ..UserUpdate::default()
-        };
-        let user = users::update(conn, user_id, &change, now_secs())?;
-        audit::insert(conn, &stored)?;
-        let ended = if active {
-            Vec::new()
-        } else {
-            sessions::revoke_where(conn, Some(user_id), None, None, "deactivated", now_secs())?
-        };
-        Ok((user, ended))
-    })?;
-    id.events.audit(&row);
-    end_sessions(id, ended, user_id, "deactivated");
-    Ok(json!({ "user": user }))
+    apply(id, req, caller, user_id, change, action)
 }
 
 fn verify_email(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpError> {
@@ -320,13 +304,10 @@ fn verify_email(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, 
         format!("user:{user_id}"),
         "ok",
     );
-    let stored = row.clone();
-    let user = id.store.write(move |conn| {
+    let user = id.write_audited(row, move |conn, _| {
         let user = users::verify_email(conn, user_id, now_secs())?;
-        audit::insert(conn, &stored)?;
         Ok(user)
     })?;
-    id.events.audit(&row);
     Ok(json!({ "user": user }))
 }
 
@@ -368,8 +349,7 @@ fn assign_role(
         None => format!("user:{user_id} role:{role_id}"),
     };
     let row = id.record(req, caller.actor(), action, target, "ok");
-    let stored = row.clone();
-    id.store.write(move |conn| {
+    id.write_audited(row, move |conn, _| {
         users::get(conn, user_id)?;
         let org = org_id.unwrap_or(0);
         if assign {
@@ -385,9 +365,8 @@ fn assign_role(
         } else {
             roles::unassign(conn, user_id, role_id, org)?;
         }
-        audit::insert(conn, &stored)
+        Ok(())
     })?;
-    id.events.audit(&row);
     id.events.changed(vec![user_id]);
     Ok(json!({
         "user_id": user_id,
@@ -414,8 +393,7 @@ fn membership(id: &Identity, req: &Request, caller: &Caller, add: bool) -> Resul
         format!("user:{user_id} org:{org_id}"),
         "ok",
     );
-    let stored = row.clone();
-    id.store.write(move |conn| {
+    id.write_audited(row, move |conn, _| {
         users::get(conn, user_id)?;
         orgs::get(conn, org_id)?;
         if add {
@@ -423,9 +401,8 @@ fn membership(id: &Identity, req: &Request, caller: &Caller, add: bool) -> Resul
         } else {
             orgs::remove_member(conn, org_id, user_id)?;
         }
-        audit::insert(conn, &stored)
+        Ok(())
     })?;
-    id.events.audit(&row);
     id.events.changed(vec![user_id]);
     Ok(json!({"user_id": user_id, "org_id": org_id, "member": add}))
 }

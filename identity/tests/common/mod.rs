@@ -143,6 +143,13 @@ impl Harness {
         format!("http://127.0.0.1:{}", self.config.health_port)
     }
 
+    /// The text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(format!("{}/metrics", self.health_url()))
+            .and_then(|response| response.text())
+            .expect("GET /metrics")
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.config.db.clone()
     }
