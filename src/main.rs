@@ -94,9 +94,12 @@ fn up(args: UpArgs) -> Result<()> {
         state.db = args.data_dir.join("plantd-state.db");
     }
     state.bus_endpoint = bus("state").map(|(front, _)| front).unwrap_or_default();
+    // Until identity runs inside `plantd up` nothing could issue a token: keep checks off here.
+    state.auth = plantd_worker_sdk::auth::AuthConfig::off();
 
     let mut logger: plantd_logger::LoggerConfig = config::load("logger", None, NoOverrides {})?;
     logger.broker_endpoint = broker_endpoint.clone();
+    logger.auth = plantd_worker_sdk::auth::AuthConfig::off();
     if std::env::var_os("PLANTD_LOGGER_DB").is_none() {
         logger.db = args.data_dir.join("plantd-logger.db");
     }

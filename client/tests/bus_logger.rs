@@ -99,6 +99,7 @@ fn system() -> &'static System {
             flush_interval_ms: 20,
             health_host: "127.0.0.1".into(),
             health_port: free_port(),
+            auth: plantd_worker_sdk::auth::AuthConfig::off(),
             ..LoggerConfig::default()
         };
         runtime.spawn(plantd_broker::run(broker, shutdown.clone()));

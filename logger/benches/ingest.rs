@@ -204,6 +204,7 @@ fn bench_end_to_end(n: u64) -> Result<Duration> {
         }],
         health_host: "127.0.0.1".into(),
         health_port: free_port(),
+        auth: plantd_worker_sdk::auth::AuthConfig::off(),
         ..LoggerConfig::default()
     };
     let runtime = tokio::runtime::Runtime::new()?;

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use plantd_worker_sdk::auth::AuthConfig;
 use plantd_worker_sdk::bus::DEFAULT_HIGH_WATER_MARK;
 use plantd_worker_sdk::protocol::Dialect;
 use plantd_worker_sdk::telemetry::LogFormat;
@@ -56,6 +57,9 @@ pub struct LoggerConfig {
     pub log_level: String,
     /// Log line format: `text` or `json`.
     pub log_format: LogFormat,
+    /// Token checks on queries (`PLANTD_LOGGER_AUTH__MODE=required|off`, ...); queries need
+    /// `logger:read`.
+    pub auth: AuthConfig,
 }
 
 /// One bus the logger listens to.
@@ -94,6 +98,7 @@ impl Default for LoggerConfig {
             health_port: 8084,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -115,11 +115,23 @@ async fn serve_queries(
     broker: health::Check,
     shutdown: &Shutdown,
 ) -> Result<(), LoggerError> {
-    let ops = Arc::new(ops::Ops::new(
+    let ops = ops::Ops::new(
         store::Readers::new(&config.db),
         metrics.clone(),
         config.max_query_rows,
-    ));
+    );
+    // The verifier's listener thread stops when this function returns, however it returns.
+    let auth_stop = shutdown.child_token();
+    let _auth_stop = auth_stop.clone().drop_guard();
+    let ops = match config.auth.start(&config.broker_endpoint, auth_stop) {
+        Ok(Some(verifier)) => ops.with_verifier(verifier),
+        Ok(None) => {
+            tracing::warn!("auth.mode is off: anyone who reaches the broker may query the logger");
+            ops
+        }
+        Err(e) => return Err(LoggerError::Config(format!("auth: {e}"))),
+    };
+    let ops = Arc::new(ops);
     let worker = Worker::builder(SERVICE)
         .endpoint(config.broker_endpoint.clone())
         .dialect(config.protocol)

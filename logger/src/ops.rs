@@ -15,6 +15,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
+use plantd_worker_sdk::auth::{AuthError, TokenVerifier};
+
 use crate::metrics::LoggerMetrics;
 use crate::store::query::{self, Filter};
 use crate::store::Readers;
@@ -33,6 +35,16 @@ pub enum ErrorCode {
     UnknownOperation,
     /// The database failed.
     StorageError,
+    /// No token, or one that is malformed, forged or signed by an unknown key.
+    Unauthenticated,
+    /// A genuine token past its expiry.
+    TokenExpired,
+    /// A genuine token whose session was ended.
+    TokenRevoked,
+    /// A valid token without `logger:read`.
+    PermissionDenied,
+    /// Tokens cannot be checked yet (identity's keys were never obtained).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -42,6 +54,11 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::UnknownOperation => "UNKNOWN_OPERATION",
             ErrorCode::StorageError => "STORAGE_ERROR",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::TokenRevoked => "TOKEN_REVOKED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 }
@@ -62,11 +79,32 @@ fn invalid(message: impl Into<String>) -> OpError {
     }
 }
 
+/// The permission every query needs.
+pub const READ_PERMISSION: &str = "logger:read";
+
+impl From<AuthError> for OpError {
+    fn from(e: AuthError) -> Self {
+        let code = match e {
+            AuthError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            AuthError::TokenExpired => ErrorCode::TokenExpired,
+            AuthError::TokenRevoked => ErrorCode::TokenRevoked,
+            AuthError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            AuthError::Unavailable(_) => ErrorCode::Unavailable,
+        };
+        OpError {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Serves the query operations from read-only connections.
 pub struct Ops {
     readers: Readers,
     metrics: LoggerMetrics,
     max_rows: usize,
+    /// Checks each query's `token` for [`READ_PERMISSION`]; `None` under `auth.mode: off`.
+    verifier: Option<TokenVerifier>,
 }
 
 impl Ops {
@@ -76,7 +114,14 @@ impl Ops {
             readers,
             metrics,
             max_rows,
+            verifier: None,
         }
+    }
+
+    /// These operations, each query needing a token granting [`READ_PERMISSION`].
+    pub fn with_verifier(mut self, verifier: TokenVerifier) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 
     /// Handles one request body and returns the one-frame reply. Never fails: every problem is an
@@ -88,10 +133,7 @@ impl Ops {
             .map(|op| String::from_utf8_lossy(op).into_owned())
             .unwrap_or_default();
         let result = self.dispatch(&operation, request.get(1).map(Vec::as_slice));
-        let known = matches!(
-            operation.as_str(),
-            "metrics-query" | "metrics-summary" | "events-query" | "stats"
-        );
+        let known = is_known(&operation);
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
@@ -113,6 +155,16 @@ impl Ops {
 
     fn dispatch(&self, operation: &str, body: Option<&[u8]>) -> Result<Value, OpError> {
         let params = parse_params(body)?;
+        if let Some(verifier) = &self.verifier {
+            if is_known(operation) {
+                let token = match params.get("token") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(t)) => Some(t.as_str()),
+                    Some(_) => return Err(invalid("token must be a string")),
+                };
+                verifier.authorize(token, READ_PERMISSION)?;
+            }
+        }
         let storage = |e: crate::store::StoreError| OpError {
             code: ErrorCode::StorageError,
             message: e.to_string(),
@@ -178,6 +230,14 @@ impl Ops {
             },
         }
     }
+}
+
+/// True for the operations this service has.
+fn is_known(operation: &str) -> bool {
+    matches!(
+        operation,
+        "metrics-query" | "metrics-summary" | "events-query" | "stats"
+    )
 }
 
 /// The JSON object frame; a missing or empty frame means `{}`.

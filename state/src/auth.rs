@@ -1,11 +1,15 @@
-//! Authorization hook: the [`Authorizer`] every operation consults, and the permission names.
+//! Authorization: the [`Authorizer`] every operation consults, the permission names, and
+//! [`TokenAuthorizer`], which checks identity's access tokens through `worker_sdk::auth`.
 //!
 //! Permissions are granted globally (`state:data:read`) or for one scope
-//! (`state:scope:<scope>:read|write|delete|admin`). `state:admin:full` grants everything, and a
-//! permission ending in `:*` grants every permission it prefixes. Writing or deleting data implies
-//! reading it. The default authorizer allows everything; the identity service plugs in a real one.
+//! (`state:scope:<scope>:read|write|delete|admin`). `state:admin:full` and `system:admin` grant
+//! everything, and a permission ending in `:*` grants every permission it prefixes. Writing or
+//! deleting data implies reading it. Each decision is for one operation on one scope: a token
+//! allowed one operation on a scope is asked again for every other.
 
 use std::collections::HashMap;
+
+use plantd_worker_sdk::auth::{grant_covers, AuthError, TokenVerifier};
 
 use crate::codes::{ErrorCode, OpError};
 
@@ -71,21 +75,23 @@ impl Permission {
         let scoped = scope.map(|s| self.scoped(s)).unwrap_or_default();
         granted.iter().any(|g| {
             let g = g.as_str();
-            g == self.as_str()
-                || g == Permission::Admin.as_str()
+            g == Permission::Admin.as_str()
                 || implied_by_global.contains(&g)
-                || scoped.iter().any(|s| s == g)
-                || wildcard_covers(g, self.as_str())
-                || scoped.iter().any(|s| wildcard_covers(g, s))
+                || grant_covers(g, self.as_str())
+                || scoped.iter().any(|s| grant_covers(g, s))
         })
     }
-}
 
-/// `state:data:*` covers `state:data:read`; `state:*` covers everything.
-fn wildcard_covers(granted: &str, wanted: &str) -> bool {
-    granted
-        .strip_suffix('*')
-        .is_some_and(|prefix| prefix.ends_with(':') && wanted.starts_with(prefix))
+    /// How a refusal names what was needed: the global name, and the scoped one if any.
+    pub fn describe(self, scope: Option<&str>) -> String {
+        match (scope, self.scoped(scope.unwrap_or_default()).first()) {
+            (Some(_), Some(scoped)) if !scoped.ends_with(":admin") => {
+                format!("{} or {scoped}", self.as_str())
+            }
+            (Some(scope), _) => format!("{} or state:scope:{scope}:admin", self.as_str()),
+            (None, _) => self.as_str().to_owned(),
+        }
+    }
 }
 
 /// One authorization question.
@@ -101,23 +107,16 @@ pub struct AccessRequest<'a> {
     pub token: Option<&'a str>,
 }
 
-/// Why access was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No token, or one that is not valid. Reply code `UNAUTHORIZED`.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// A valid token without the permission. Reply code `FORBIDDEN`.
-    #[error("{0}")]
-    Forbidden(String),
-}
-
 impl From<AuthError> for OpError {
     fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Unauthorized(m) => OpError::new(ErrorCode::Unauthorized, m),
-            AuthError::Forbidden(m) => OpError::new(ErrorCode::Forbidden, m),
-        }
+        let code = match e {
+            AuthError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            AuthError::TokenExpired => ErrorCode::TokenExpired,
+            AuthError::TokenRevoked => ErrorCode::TokenRevoked,
+            AuthError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            AuthError::Unavailable(_) => ErrorCode::Unavailable,
+        };
+        OpError::new(code, e.to_string())
     }
 }
 
@@ -127,13 +126,39 @@ pub trait Authorizer: Send + Sync {
     fn authorize(&self, request: &AccessRequest<'_>) -> Result<(), AuthError>;
 }
 
-/// Allows everything (the default until identity is wired in).
+/// Allows everything: what `auth.mode: off` means.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AllowAll;
 
 impl Authorizer for AllowAll {
     fn authorize(&self, _request: &AccessRequest<'_>) -> Result<(), AuthError> {
         Ok(())
+    }
+}
+
+/// Checks identity access tokens (`auth.mode: required`).
+#[derive(Clone)]
+pub struct TokenAuthorizer {
+    verifier: TokenVerifier,
+}
+
+impl TokenAuthorizer {
+    /// An authorizer verifying with `verifier`.
+    pub fn new(verifier: TokenVerifier) -> Self {
+        TokenAuthorizer { verifier }
+    }
+}
+
+impl Authorizer for TokenAuthorizer {
+    fn authorize(&self, request: &AccessRequest<'_>) -> Result<(), AuthError> {
+        let needed = request.permission.describe(request.scope);
+        self.verifier
+            .authorize_with(request.token, &needed, |principal| {
+                request
+                    .permission
+                    .is_granted(&principal.permissions, request.scope)
+            })
+            .map(drop)
     }
 }
 
@@ -168,26 +193,17 @@ impl Authorizer for StaticTokens {
         let token = request
             .token
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| AuthError::Unauthorized("a token is required".into()))?;
+            .ok_or_else(|| AuthError::Unauthenticated("a token is required".into()))?;
         let granted = self
             .tokens
             .get(token)
-            .ok_or_else(|| AuthError::Unauthorized("invalid token".into()))?;
+            .ok_or_else(|| AuthError::Unauthenticated("the token is not valid".into()))?;
         if request.permission.is_granted(granted, request.scope) {
             Ok(())
         } else {
-            Err(AuthError::Forbidden(match request.scope {
-                Some(scope) => format!(
-                    "{} requires {} on scope '{scope}'",
-                    request.operation,
-                    request.permission.as_str()
-                ),
-                None => format!(
-                    "{} requires {}",
-                    request.operation,
-                    request.permission.as_str()
-                ),
-            }))
+            Err(AuthError::PermissionDenied {
+                permission: request.permission.describe(request.scope),
+            })
         }
     }
 }
@@ -209,6 +225,7 @@ mod tests {
         assert!(!read.is_granted(&granted(&["state:scope:a:read"]), Some("b")));
         assert!(read.is_granted(&granted(&["state:scope:a:admin"]), Some("a")));
         assert!(read.is_granted(&granted(&["state:admin:full"]), None));
+        assert!(read.is_granted(&granted(&["system:admin"]), Some("a")));
         assert!(read.is_granted(&granted(&["state:data:*"]), Some("x")));
         assert!(read.is_granted(&granted(&["state:*"]), Some("x")));
         assert!(!read.is_granted(&granted(&["state:scope:list"]), Some("x")));
@@ -223,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn static_tokens_tell_unauthorized_from_forbidden() {
+    fn static_tokens_tell_unauthenticated_from_denied() {
         let auth = StaticTokens::new().grant("reader", ["state:data:read"]);
         let req = |token, permission| AccessRequest {
             operation: "state-set",
@@ -233,11 +250,11 @@ mod tests {
         };
         assert!(matches!(
             auth.authorize(&req(None, Permission::DataRead)),
-            Err(AuthError::Unauthorized(_))
+            Err(AuthError::Unauthenticated(_))
         ));
         assert!(matches!(
             auth.authorize(&req(Some("nope"), Permission::DataRead)),
-            Err(AuthError::Unauthorized(_))
+            Err(AuthError::Unauthenticated(_))
         ));
         assert_eq!(
             auth.authorize(&req(Some("reader"), Permission::DataRead)),
@@ -245,7 +262,7 @@ mod tests {
         );
         assert!(matches!(
             auth.authorize(&req(Some("reader"), Permission::DataWrite)),
-            Err(AuthError::Forbidden(_))
+            Err(AuthError::PermissionDenied { .. })
         ));
     }
 }

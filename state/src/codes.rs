@@ -23,15 +23,21 @@ pub enum ErrorCode {
     ValueTooLarge,
     /// The database failed (I/O, corruption, full disk, shutting down).
     StorageError,
-    /// No token, or a token the authorizer does not accept.
-    Unauthorized,
-    /// A valid token without the permission the operation needs.
-    Forbidden,
+    /// No token, or one that is malformed, forged or signed by an unknown key.
+    Unauthenticated,
+    /// A genuine token past its expiry.
+    TokenExpired,
+    /// A genuine token whose session was ended (logout, revoked key, deactivated user).
+    TokenRevoked,
+    /// A valid token without the permission the operation needs (the message names it).
+    PermissionDenied,
+    /// Tokens cannot be checked yet (identity's keys were never obtained): nothing is allowed.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidRequest,
         ErrorCode::UnknownOperation,
         ErrorCode::ScopeNotFound,
@@ -39,8 +45,11 @@ impl ErrorCode {
         ErrorCode::KeyNotFound,
         ErrorCode::ValueTooLarge,
         ErrorCode::StorageError,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
+        ErrorCode::Unauthenticated,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenRevoked,
+        ErrorCode::PermissionDenied,
+        ErrorCode::Unavailable,
     ];
 
     /// The wire spelling.
@@ -53,8 +62,11 @@ impl ErrorCode {
             ErrorCode::KeyNotFound => "KEY_NOT_FOUND",
             ErrorCode::ValueTooLarge => "VALUE_TOO_LARGE",
             ErrorCode::StorageError => "STORAGE_ERROR",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::TokenRevoked => "TOKEN_REVOKED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 }

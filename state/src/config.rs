@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use plantd_worker_sdk::auth::AuthConfig;
 use plantd_worker_sdk::protocol::Dialect;
 use plantd_worker_sdk::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,8 @@ pub struct StateConfig {
     pub backup: BackupConfig,
     /// Frontend of the `state` bus for change notifications; empty disables them.
     pub bus_endpoint: String,
+    /// Token checks (`PLANTD_STATE_AUTH__MODE=required|off`, ...).
+    pub auth: AuthConfig,
     /// Log filter (`info`, `plantd_state=debug`, ...).
     pub log_level: String,
     /// `text` or `json`.
@@ -80,6 +83,7 @@ impl Default for StateConfig {
             limits: Limits::default(),
             backup: BackupConfig::default(),
             bus_endpoint: "tcp://127.0.0.1:11000".into(),
+            auth: AuthConfig::default(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }

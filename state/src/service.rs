@@ -14,7 +14,7 @@ use plantd_worker_sdk::worker::WorkerError;
 use plantd_worker_sdk::{Frames, HandlerError, Worker};
 use prometheus::Registry;
 
-use crate::auth::{AllowAll, Authorizer};
+use crate::auth::{AllowAll, Authorizer, TokenAuthorizer};
 use crate::bus_publisher::BusPublisher;
 use crate::changes::{ChangePublisher, NullPublisher};
 use crate::config::StateConfig;
@@ -49,22 +49,14 @@ pub enum StateError {
     Config(String),
 }
 
-/// Pluggable parts of the service; the defaults allow everything and publish on the configured bus.
-#[derive(Clone)]
+/// Pluggable parts of the service; the defaults follow the configuration (`auth`, `bus_endpoint`).
+#[derive(Clone, Default)]
 pub struct Hooks {
-    /// Consulted for every operation.
-    pub authorizer: Arc<dyn Authorizer>,
+    /// Consulted for every operation; `None` means what `config.auth` says (identity's tokens
+    /// under `required`, nothing under `off`).
+    pub authorizer: Option<Arc<dyn Authorizer>>,
     /// Receives committed changes; `None` means the `state` bus at `config.bus_endpoint`.
     pub publisher: Option<Arc<dyn ChangePublisher>>,
-}
-
-impl Default for Hooks {
-    fn default() -> Self {
-        Hooks {
-            authorizer: Arc::new(AllowAll),
-            publisher: None,
-        }
-    }
 }
 
 /// Runs the state service until `shutdown` is cancelled.
@@ -97,6 +89,20 @@ pub async fn run_with(
             metrics.changes_dropped.clone(),
         )?),
     };
+    // The verifier's listener thread stops when this function returns, however it returns.
+    let auth_stop = shutdown.child_token();
+    let _auth_stop = auth_stop.clone().drop_guard();
+    let authorizer: Arc<dyn Authorizer> = match hooks.authorizer {
+        Some(authorizer) => authorizer,
+        None => match config.auth.start(&config.broker_endpoint, auth_stop) {
+            Ok(Some(verifier)) => Arc::new(TokenAuthorizer::new(verifier)),
+            Ok(None) => {
+                tracing::warn!("auth.mode is off: anyone who reaches the broker may read and change every scope");
+                Arc::new(AllowAll)
+            }
+            Err(e) => return Err(StateError::Config(format!("auth: {e}"))),
+        },
+    };
     let options = StoreOptions {
         durability: config.durability,
         max_idle_readers: (config.concurrency * config.credit as usize).clamp(1, 64) * 2,
@@ -115,7 +121,7 @@ pub async fn run_with(
     let dispatcher = Arc::new(
         Dispatcher::new(store.clone(), metrics.clone())
             .with_limits(config.limits.clone())
-            .with_authorizer(hooks.authorizer)
+            .with_authorizer(authorizer)
             .with_backup_dir(backup_dir),
     );
     let builder = Worker::builder(SERVICE_NAME)

@@ -71,6 +71,7 @@ fn a_damaged_file_refuses_to_start_naming_the_file_and_the_damage() {
         health_host: "127.0.0.1".into(),
         health_port: plantd_worker_sdk::testing::free_port(),
         bus_endpoint: String::new(),
+        auth: plantd_worker_sdk::auth::AuthConfig::off(),
         ..StateConfig::default()
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -90,6 +90,7 @@ impl System {
             flush_interval_ms: 20,
             health_host: "127.0.0.1".into(),
             health_port: free_port(),
+            auth: plantd_worker_sdk::auth::AuthConfig::off(),
             ..LoggerConfig::default()
         };
         tweak(&mut logger);

@@ -322,20 +322,20 @@ fn the_authorizer_is_consulted_with_operation_scope_and_token() {
             "state-set",
             json!({"service": "s", "key": "k", "value": 1})
         )),
-        "UNAUTHORIZED"
+        "UNAUTHENTICATED"
     );
     assert_eq!(
         code(&call(
             "state-set",
             json!({"service": "s", "key": "k", "value": 1, "token": "bad"})
         )),
-        "UNAUTHORIZED"
+        "UNAUTHENTICATED"
     );
     let forbidden = call(
         "state-set",
         json!({"service": "s", "key": "k", "value": 1, "token": "reader"}),
     );
-    assert_eq!(code(&forbidden), "FORBIDDEN");
+    assert_eq!(code(&forbidden), "PERMISSION_DENIED");
     assert!(message(&forbidden).contains("state:data:write"));
     let ok = call(
         "state-set",
@@ -352,7 +352,7 @@ fn the_authorizer_is_consulted_with_operation_scope_and_token() {
             "state-get",
             json!({"service": "other", "key": "k", "token": "reader"})
         )),
-        "FORBIDDEN"
+        "PERMISSION_DENIED"
     );
     assert_eq!(
         call("list-scopes", json!({"token": "reader"}))["success"],

@@ -72,6 +72,8 @@ impl Harness {
             health_host: "127.0.0.1".into(),
             health_port: free_port(),
             bus_endpoint: format!("tcp://127.0.0.1:{front}"),
+            // Token checks have their own tests (tests/auth.rs); these test the store.
+            auth: plantd_worker_sdk::auth::AuthConfig::off(),
             ..StateConfig::default()
         };
         Harness {
@@ -212,6 +214,7 @@ impl StateProcess {
             .env("PLANTD_STATE_HEALTH_HOST", "127.0.0.1")
             .env("PLANTD_STATE_HEALTH_PORT", free_port().to_string())
             .env("PLANTD_STATE_HEARTBEAT_MS", "250")
+            .env("PLANTD_STATE_AUTH__MODE", "off")
             .env("PLANTD_STATE_LOG_LEVEL", "warn")
             .envs(env.iter().copied())
             .args(["--bus-endpoint", ""])

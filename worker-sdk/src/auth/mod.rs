@@ -20,9 +20,11 @@
 //! - [`grants`]: the one permission-matching rule (`system:admin`, `prefix:*` wildcards).
 //! - [`IdentitySource`], [`MdpIdentity`]: where keys and current permissions come from.
 //! - [`AuthConfig`]: the `auth:` section every verifying service shares (`mode: required|off`).
+//! - [`credentials`]: the saved logins of `plant` and `plantd up`, per broker endpoint.
 
 mod claims;
 mod config;
+pub mod credentials;
 mod error;
 pub mod events;
 mod keys;

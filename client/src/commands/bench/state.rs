@@ -155,6 +155,7 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
         health_host: "127.0.0.1".into(),
         health_port: free_port(),
         bus_endpoint: String::new(),
+        auth: plantd_worker_sdk::auth::AuthConfig::off(),
         log_level: "warn".into(),
         ..plantd_state::StateConfig::default()
     };
