@@ -140,10 +140,11 @@ fn login(id: &Identity, req: &Request) -> Result<Value, OpError> {
         }
         // The same work as a wrong password, so the two cannot be told apart by timing.
         id.hasher.verify_dummy(&password);
+        id.audit(id.record(req, "anonymous", "login.failed", target.clone(), "failed"));
         if id.unknown.failed(&key, now).is_some() {
             id.metrics.lockouts.inc();
+            id.audit(id.record(req, "system", "account.locked", target, "ok"));
         }
-        id.audit(id.record(req, "anonymous", "login.failed", target, "failed"));
         return Err(failed());
     };
     let user = record.user;

@@ -5,6 +5,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::StoreError;
 
+/// Verifiers accept a token up to 30 s past its expiry (clock skew); a session whose last token
+/// expired less than this long ago is still listed as revoked, to be safe.
+const VERIFIER_LEEWAY_SECS: i64 = 60;
+
 /// One session row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
@@ -87,7 +91,7 @@ pub fn revoke(conn: &Connection, sid: &str, reason: &str, now: i64) -> Result<bo
 }
 
 /// Revokes `user_id`'s sessions (all, or those of API key `api_key`; never `keep`). Returns the
-/// ids of the revoked sessions that may still have live access tokens.
+/// ids of the revoked sessions that may still have access tokens a verifier would accept.
 pub fn revoke_where(
     conn: &Connection,
     user_id: Option<i64>,
@@ -102,7 +106,10 @@ pub fn revoke_where(
         .prepare_cached(&format!(
             "SELECT id FROM sessions WHERE {filter} AND access_until >= ?4 ORDER BY id"
         ))?
-        .query_map(params![user_id, api_key, keep, now], |row| row.get(0))?
+        .query_map(
+            params![user_id, api_key, keep, now - VERIFIER_LEEWAY_SECS],
+            |row| row.get(0),
+        )?
         .collect::<Result<Vec<_>, _>>()?;
     conn.prepare_cached(&format!(
         "UPDATE sessions SET revoked_at = ?4, revoked_reason = ?5 WHERE {filter}"
