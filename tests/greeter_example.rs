@@ -1,0 +1,54 @@
+//! The README's worker, `examples/greeter.rs`, as a user runs it: the built example against a real
+//! broker, one request answered, a handler error reported, and a clean exit on Ctrl-C (SIGINT).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{example_binary, interrupt, isolated};
+use plantd_broker::BrokerConfig;
+use plantd_worker_sdk::testing::{free_endpoint, free_port, wait_until};
+use plantd_worker_sdk::{Client, ClientError, Shutdown};
+
+#[test]
+fn the_greeter_example_answers_a_request_and_stops_on_ctrl_c() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let endpoint = free_endpoint();
+    let shutdown = Shutdown::new();
+    runtime.spawn(plantd_broker::run(
+        BrokerConfig {
+            endpoint: endpoint.clone(),
+            health_host: "127.0.0.1".into(),
+            health_port: free_port(),
+            bus: plantd_broker::bus::BusSettings::disabled(),
+            ..BrokerConfig::default()
+        },
+        shutdown.clone(),
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let greeter = isolated(example_binary("greeter"), dir.path())
+        .env("PLANTD_GREETER_BROKER_ENDPOINT", &endpoint)
+        .spawn()
+        .expect("the example starts");
+    let client = Client::connect(&endpoint)
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    wait_until("the greeter is registered", || {
+        client
+            .service_available("org.example.Greeter")
+            .unwrap_or(false)
+    });
+    let reply = client
+        .request("org.example.Greeter", vec![b"world".to_vec()])
+        .unwrap();
+    assert_eq!(reply, vec![b"hello world".to_vec()]);
+    match client.request("org.example.Greeter", Vec::new()) {
+        Err(ClientError::Worker(message)) => assert_eq!(message, "send a name"),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+
+    let status = interrupt(greeter, "the greeter");
+    assert!(status.success(), "the greeter exited with {status}");
+    shutdown.cancel();
+}
