@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{example_binary, interrupt, isolated};
+use common::{example_binary, isolated, Background};
 use plantd_broker::BrokerConfig;
 use plantd_worker_sdk::testing::{free_endpoint, free_port, wait_until};
 use plantd_worker_sdk::{Client, ClientError, Shutdown};
@@ -27,10 +27,13 @@ fn the_greeter_example_answers_a_request_and_stops_on_ctrl_c() {
     ));
 
     let dir = tempfile::tempdir().unwrap();
-    let greeter = isolated(example_binary("greeter"), dir.path())
-        .env("PLANTD_GREETER_BROKER_ENDPOINT", &endpoint)
-        .spawn()
-        .expect("the example starts");
+    let mut greeter = Background::new(
+        isolated(example_binary("greeter"), dir.path())
+            .env("PLANTD_GREETER_BROKER_ENDPOINT", &endpoint)
+            .spawn()
+            .expect("the example starts"),
+        "the greeter",
+    );
     let client = Client::connect(&endpoint)
         .unwrap()
         .with_timeout(Duration::from_secs(10));
@@ -48,7 +51,7 @@ fn the_greeter_example_answers_a_request_and_stops_on_ctrl_c() {
         other => panic!("expected the handler's error, got {other:?}"),
     }
 
-    let status = interrupt(greeter, "the greeter");
+    let status = greeter.interrupt();
     assert!(status.success(), "the greeter exited with {status}");
     shutdown.cancel();
 }

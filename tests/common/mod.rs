@@ -20,7 +20,7 @@ pub const DEFAULT_PORTS: [u16; 12] = [
 ];
 
 /// The build directory holding the binaries (`target/debug` or `target/release`).
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_plantd"))
         .parent()
         .expect("plantd is in a directory")
@@ -104,9 +104,57 @@ pub fn free_port_offset() -> u16 {
     }
 }
 
+/// A child process, killed when dropped: a failing test must not leave it running (holding the
+/// test's output pipes open, among other things).
+pub struct Background {
+    child: Option<Child>,
+    what: &'static str,
+}
+
+impl Background {
+    /// Takes charge of `child`, called `what` in failures.
+    pub fn new(child: Child, what: &'static str) -> Background {
+        Background {
+            child: Some(child),
+            what,
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the exit status, failing after [`WAIT_DEADLINE`].
+    pub fn interrupt(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("still running");
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let end = Instant::now() + WAIT_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not stop after SIGINT", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A running `plantd up`, killed if the test ends before stopping it.
 pub struct Plantd {
-    child: Option<Child>,
+    process: Background,
     /// Its port offset.
     pub offset: u16,
     /// Where clients reach its broker.
@@ -189,7 +237,7 @@ impl Plantd {
         // Keep draining stdout so plantd never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Ok(Plantd {
-            child: Some(child),
+            process: Background::new(child, "plantd"),
             offset,
             endpoint: format!("tcp://127.0.0.1:{}", 9797 + offset),
             banner,
@@ -230,38 +278,7 @@ impl Plantd {
 
     /// Sends SIGINT and waits for the exit status.
     pub fn interrupt(&mut self) -> ExitStatus {
-        let child = self.child.take().expect("running");
-        interrupt(child, "plantd")
-    }
-}
-
-impl Drop for Plantd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Sends SIGINT to `child` (`what`) and waits for its exit status, failing after
-/// [`WAIT_DEADLINE`].
-pub fn interrupt(mut child: Child, what: &str) -> ExitStatus {
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let end = Instant::now() + WAIT_DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("{what} did not stop after SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        self.process.interrupt()
     }
 }
 
