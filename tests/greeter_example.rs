@@ -1,40 +1,27 @@
 //! The README's worker, `examples/greeter.rs`, as a user runs it: the built example against a real
-//! broker, one request answered, a handler error reported, and a clean exit on Ctrl-C (SIGINT).
+//! broker (a `plantd up` on free ports), one request answered, a handler error reported, and a
+//! clean exit on Ctrl-C (SIGINT).
 
 mod common;
 
 use std::time::Duration;
 
-use common::{example_binary, isolated, Background};
-use plantd_broker::BrokerConfig;
-use plantd_worker_sdk::testing::{free_endpoint, free_port, wait_until};
-use plantd_worker_sdk::{Client, ClientError, Shutdown};
+use common::{example_binary, isolated, Background, Plantd};
+use plantd_worker_sdk::testing::wait_until;
+use plantd_worker_sdk::{Client, ClientError};
 
 #[test]
 fn the_greeter_example_answers_a_request_and_stops_on_ctrl_c() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let endpoint = free_endpoint();
-    let shutdown = Shutdown::new();
-    runtime.spawn(plantd_broker::run(
-        BrokerConfig {
-            endpoint: endpoint.clone(),
-            health_host: "127.0.0.1".into(),
-            health_port: free_port(),
-            bus: plantd_broker::bus::BusSettings::disabled(),
-            ..BrokerConfig::default()
-        },
-        shutdown.clone(),
-    ));
-
     let dir = tempfile::tempdir().unwrap();
+    let plantd = Plantd::start(dir.path(), &[], &[]);
     let mut greeter = Background::new(
         isolated(example_binary("greeter"), dir.path())
-            .env("PLANTD_GREETER_BROKER_ENDPOINT", &endpoint)
+            .env("PLANTD_GREETER_BROKER_ENDPOINT", &plantd.endpoint)
             .spawn()
             .expect("the example starts"),
         "the greeter",
     );
-    let client = Client::connect(&endpoint)
+    let client = Client::connect(&plantd.endpoint)
         .unwrap()
         .with_timeout(Duration::from_secs(10));
     wait_until("the greeter is registered", || {
@@ -53,5 +40,4 @@ fn the_greeter_example_answers_a_request_and_stops_on_ctrl_c() {
 
     let status = greeter.interrupt();
     assert!(status.success(), "the greeter exited with {status}");
-    shutdown.cancel();
 }
