@@ -18,7 +18,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = service::parse_args("broker");
     service::main(
         "broker",
         "plantd-broker",

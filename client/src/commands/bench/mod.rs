@@ -57,7 +57,8 @@ pub enum BenchCommand {
     /// Broker resident memory before, at the peak and after a load (does memory come back?).
     Memory(memory::MemoryArgs),
     /// Runs the broker library in this process, configured from the environment like
-    /// plantd-broker (what `bench memory` starts when there is no plantd-broker binary).
+    /// plantd-broker (what `bench memory` and `bench idle` start when there is no plantd-broker
+    /// binary).
     #[command(hide = true)]
     ServeBroker,
 }
@@ -207,12 +208,16 @@ struct InProcessBroker {
 }
 
 impl InProcessBroker {
+    /// Starts the broker (free MDP and health ports on loopback, no buses, so it never meets a
+    /// running system) and returns once it answers MMI; a broker that cannot start is an error
+    /// saying why (a taken port names the port).
     fn start() -> Result<Self> {
         let endpoint = free_endpoint();
         let config = plantd_broker::BrokerConfig {
             endpoint: endpoint.clone(),
+            health_host: "127.0.0.1".into(),
             health_port: plantd_worker_sdk::testing::free_port(),
-            // Several brokers run side by side in tests: no buses on the fixed default ports.
+            // The buses bind fixed default ports, which a running plantd holds.
             bus: plantd_broker::bus::BusSettings::disabled(),
             ..Default::default()
         };
@@ -226,7 +231,25 @@ impl InProcessBroker {
             runtime,
             tasks: Vec::new(),
         };
-        broker.spawn(plantd_broker::run(config, broker.shutdown.clone()));
+        let (ended_tx, ended) = std::sync::mpsc::channel();
+        let run = plantd_broker::run(config, broker.shutdown.clone());
+        broker.tasks.push(broker.runtime.spawn(async move {
+            let _ = ended_tx.send(run.await);
+        }));
+        let client = plantd_worker_sdk::Client::connect(&broker.endpoint)?
+            .with_timeout(Duration::from_millis(500));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while client.broker_info().is_err() {
+            if let Ok(ended) = ended.try_recv() {
+                match ended {
+                    Err(e) => bail!("the bench's broker could not start: {e}"),
+                    Ok(()) => bail!("the bench's broker stopped at startup"),
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the bench's broker at {} did not answer", broker.endpoint);
+            }
+        }
         Ok(broker)
     }
 
