@@ -40,7 +40,7 @@ struct Overrides {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = service::parse_args("identity");
     service::main(
         "identity",
         "plantd-identity",

@@ -161,7 +161,7 @@ fn the_first_start_writes_the_password_once_and_no_log_holds_a_secret() {
 }
 
 #[test]
-fn print_config_shows_settings_and_no_secret() {
+fn print_config_and_help_show_settings_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let output = plantd_worker_sdk::testing::service_command(
         env!("CARGO_BIN_EXE_plantd-identity"),
