@@ -10,6 +10,7 @@
 //! every service's `/healthz` answers UP ([`ready`]); a service that fails on the way stops the
 //! others and the process exits non-zero with that service's error.
 
+mod login;
 mod ports;
 mod ready;
 
@@ -101,6 +102,7 @@ struct System {
     broker_endpoint: String,
     echo: plantd_module_echo::EchoConfig,
     state: plantd_state::StateConfig,
+    identity: plantd_identity::IdentityConfig,
     logger: plantd_logger::LoggerConfig,
     /// `None` when the broker runs no metric bus: then the producer has nothing to do.
     metric: Option<plantd_module_metric::MetricModuleConfig>,
@@ -152,13 +154,14 @@ impl System {
             state.db = args.data_dir.join("plantd-state.db");
         }
         state.bus_endpoint = bus("state").map(|(front, _)| front).unwrap_or_default();
-        // Until identity runs inside `plantd up` nothing could issue a token: keep checks off.
-        state.auth = plantd_worker_sdk::auth::AuthConfig::off();
+        // Revocations reach the verifiers over the event bus; without one, expiry is all.
+        let events = bus("event");
+        state.auth.event_endpoint = events.clone().map(|(_, back)| back).unwrap_or_default();
         state.health_port = shift_port(state.health_port, offset, "the state health port")?;
 
         let mut logger: plantd_logger::LoggerConfig = config::load("logger", None, NoOverrides {})?;
         logger.broker_endpoint = broker_endpoint.clone();
-        logger.auth = plantd_worker_sdk::auth::AuthConfig::off();
+        logger.auth.event_endpoint = events.clone().map(|(_, back)| back).unwrap_or_default();
         if std::env::var_os("PLANTD_LOGGER_DB").is_none() {
             logger.db = args.data_dir.join("plantd-logger.db");
         }
@@ -172,6 +175,16 @@ impl System {
             })
             .collect();
         logger.health_port = shift_port(logger.health_port, offset, "the logger health port")?;
+
+        let mut identity: plantd_identity::IdentityConfig =
+            config::load("identity", None, NoOverrides {})?;
+        identity.broker_endpoint = broker_endpoint.clone();
+        if std::env::var_os("PLANTD_IDENTITY_DB").is_none() {
+            identity.db = args.data_dir.join("plantd-identity.db");
+        }
+        identity.event_endpoint = events.map(|(front, _)| front).unwrap_or_default();
+        identity.health_port =
+            shift_port(identity.health_port, offset, "the identity health port")?;
 
         let mut warnings = Vec::new();
         let metric = match bus("metric") {
@@ -192,6 +205,7 @@ impl System {
             broker_endpoint,
             echo,
             state,
+            identity,
             logger,
             metric,
             warnings,
@@ -252,6 +266,12 @@ impl System {
                 "PLANTD_STATE_HEALTH_PORT",
             ),
             (
+                "identity",
+                &self.identity.health_host,
+                self.identity.health_port,
+                "PLANTD_IDENTITY_HEALTH_PORT",
+            ),
+            (
                 "logger",
                 &self.logger.health_host,
                 self.logger.health_port,
@@ -305,6 +325,14 @@ impl System {
                 ),
             ),
             (
+                "identity",
+                format!(
+                    "org.plantd.Identity · {} · {}",
+                    self.identity.db.display(),
+                    health(self.identity.health_port)
+                ),
+            ),
+            (
                 "logger",
                 format!(
                     "org.plantd.Logger · {} · {}",
@@ -336,6 +364,12 @@ impl System {
         for (name, what) in rows {
             text.push_str(&format!("  {name:<8} {what}\n"));
         }
+        text
+    }
+
+    /// The banner's last lines: a first command to try, runnable as printed.
+    fn advice(&self) -> String {
+        let mut text = String::new();
         let endpoint = if self.broker_endpoint == CLIENT_DEFAULT_ENDPOINT {
             String::new()
         } else {
@@ -374,11 +408,14 @@ fn up(args: UpArgs) -> Result<()> {
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
 
     let banner = system.banner();
+    let advice = system.advice();
     let targets = system.ready_targets();
+    let admin = login::AdminLogin::new(&system.identity, &system.broker_endpoint);
     let System {
         broker,
         echo,
         state,
+        identity,
         logger,
         metric,
         ..
@@ -392,6 +429,7 @@ fn up(args: UpArgs) -> Result<()> {
         services.spawn(named("broker", plantd_broker::run(broker, shutdown.clone())));
         services.spawn(named("echo", plantd_module_echo::run(echo, shutdown.clone())));
         services.spawn(named("state", plantd_state::run(state, shutdown.clone())));
+        services.spawn(named("identity", plantd_identity::run(identity, shutdown.clone())));
         services.spawn(named("logger", plantd_logger::run(logger, shutdown.clone())));
         if let Some(metric) = metric {
             services.spawn(named("metric", plantd_module_metric::run(metric, shutdown.clone())));
@@ -412,7 +450,14 @@ fn up(args: UpArgs) -> Result<()> {
             stop(&mut services, &shutdown).await;
             return Err(e.context("plantd did not come up"));
         }
-        println!("{banner}");
+        // The quick start's `plant` commands need a login: write the admin's, as minikube
+        // writes a kubeconfig. A failure here is reported but does not stop the system.
+        let login_note = match tokio::task::spawn_blocking(move || admin.save_if_missing()).await {
+            Ok(Ok(note)) => note,
+            Ok(Err(e)) => format!("could not log the CLI in as admin: {e:#}"),
+            Err(e) => format!("could not log the CLI in as admin: {e}"),
+        };
+        println!("{banner}{login_note}\n{advice}");
 
         let mut failed = None;
         tokio::select! {

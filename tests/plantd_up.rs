@@ -8,6 +8,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use common::{free_port_offset, healthz, isolated, Plantd, DEFAULT_PORTS};
@@ -26,7 +27,7 @@ fn plantd_up_serves_echo_and_state_and_stops_cleanly_on_sigint() {
     assert!(plantd.banner.starts_with("plantd "), "{}", plantd.banner);
 
     // The banner comes only once every service's /healthz is UP.
-    for default in [8081, 8082, 8084, 8086, 8087] {
+    for default in [8081, 8082, 8083, 8084, 8086, 8087] {
         let (status, body) = healthz(plantd.port(default)).expect("/healthz answers");
         assert_eq!(
             (status, &body["status"]),
@@ -35,6 +36,39 @@ fn plantd_up_serves_echo_and_state_and_stops_cleanly_on_sigint() {
         );
     }
     assert_eq!(plantd.plant_ok(&["echo", "hi"]).trim(), "hi");
+
+    // Auth is required, and `up` logged the CLI in as admin: both files private, no password
+    // in the banner.
+    assert!(
+        plantd.banner.contains("CLI logged in as admin"),
+        "{}",
+        plantd.banner
+    );
+    let password_file = dir.path().join("plantd-data").join("admin-password");
+    let password = std::fs::read_to_string(&password_file).expect("admin-password written");
+    assert!(!plantd.banner.contains(password.trim()) && !plantd.stderr().contains(password.trim()));
+    let credentials = dir.path().join(".config/plantd/credentials.json");
+    for file in [&password_file, &credentials] {
+        let mode = std::fs::metadata(file)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    let whoami = plant_json(&plantd, &["auth", "whoami"]);
+    assert_eq!(whoami["username"], "admin", "{whoami}");
+    // The same service over raw MDP without a token is refused, by code.
+    let raw = plantd_worker_sdk::Client::connect(&plantd.endpoint)
+        .unwrap()
+        .with_timeout(std::time::Duration::from_secs(10));
+    let reply = raw
+        .request(
+            "org.plantd.State",
+            vec![b"list-scopes".to_vec(), b"{}".to_vec()],
+        )
+        .expect("state answers");
+    let reply: Value = serde_json::from_slice(&reply[0]).unwrap();
+    assert_eq!(reply["error"]["code"], "UNAUTHENTICATED", "{reply}");
 
     // The state CLI round trip against the real service and its database in the data dir.
     plantd.plant_ok(&["state", "create-scope", "--scope", "plant.test"]);
@@ -156,6 +190,7 @@ fn print_ports_lists_every_port_moved_by_the_offset() {
         "PLANTD_UP_ENDPOINT",
         "PLANTD_BROKER_HEALTH_PORT",
         "PLANTD_BROKER_BUS__BUSES",
+        "PLANTD_IDENTITY_HEALTH_PORT",
         "PLANTD_STATE_HEALTH_PORT",
         "PLANTD_LOGGER_HEALTH_PORT",
         "PLANTD_ECHO_HEALTH_PORT",

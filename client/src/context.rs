@@ -23,6 +23,8 @@ pub struct Context {
     pub protocol: Dialect,
     /// How results are printed.
     pub output: OutputFormat,
+    /// `--token`/`PLANTD_TOKEN`: sent instead of the saved login ([`crate::session`]).
+    pub token: Option<String>,
 }
 
 /// Longest wait of the reachability probe made after a timeout.
@@ -192,6 +194,7 @@ mod tests {
             retries: None,
             protocol: Dialect::V02,
             output: OutputFormat::Text,
+            token: None,
         };
         let read = ctx.retry_policy(Access::Read);
         assert_eq!(read.attempts(), 1 + READ_RETRIES);

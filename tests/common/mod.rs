@@ -15,8 +15,8 @@ use plantd_worker_sdk::testing::{free_port, WAIT_DEADLINE};
 
 /// Every port `plantd up` binds by default: MDP, the health ports of broker, state, logger, echo
 /// and metric, and the three buses' frontends and backends.
-pub const DEFAULT_PORTS: [u16; 12] = [
-    9797, 8081, 8082, 8084, 8086, 8087, 11000, 11001, 12000, 12001, 13000, 13001,
+pub const DEFAULT_PORTS: [u16; 13] = [
+    9797, 8081, 8082, 8083, 8084, 8086, 8087, 11000, 11001, 12000, 12001, 13000, 13001,
 ];
 
 /// The build directory holding the binaries (`target/debug` or `target/release`).
@@ -159,6 +159,8 @@ pub struct Plantd {
     pub offset: u16,
     /// Where clients reach its broker.
     pub endpoint: String,
+    /// The directory it runs in, also the HOME its `plant` commands see (its saved login).
+    pub dir: PathBuf,
     /// What it printed once up, up to and including the line that ends the banner.
     pub banner: String,
     /// Its stderr so far.
@@ -240,6 +242,7 @@ impl Plantd {
             process: Background::new(child, "plantd"),
             offset,
             endpoint: format!("tcp://127.0.0.1:{}", 9797 + offset),
+            dir: dir.to_owned(),
             banner,
             stderr,
         })
@@ -255,9 +258,10 @@ impl Plantd {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Runs `plant --endpoint <ours> args...`.
+    /// Runs `plant --endpoint <ours> args...` as the user who ran `plantd up` (same HOME, so
+    /// with the admin login `up` saved).
     pub fn plant(&self, args: &[&str]) -> Output {
-        Command::new(plant_binary())
+        isolated(plant_binary(), &self.dir)
             .args(["--endpoint", &self.endpoint, "--timeout", "10s"])
             .args(args)
             .env_remove("PLANTD_CLIENT_OUTPUT")

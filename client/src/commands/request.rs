@@ -40,7 +40,10 @@ pub struct RequestArgs {
 
 /// Runs `plant request`.
 pub fn run(ctx: &Context, args: RequestArgs) -> Result<(), CliError> {
-    let body = body(&args)?;
+    let mut body = body(&args)?;
+    if crate::session::checks_tokens(&args.service) {
+        crate::session::attach_to_frames(ctx, &mut body)?;
+    }
     let client = ctx.client(Access::Write)?;
     let service = args.service.as_str();
     if !args.stream {
