@@ -250,3 +250,115 @@ fn the_banner_waits_until_every_service_is_up() {
     );
     assert!(plantd.banner.contains(&advice), "{}", plantd.banner);
 }
+
+/// `plant args...` against `plantd` with `input` on stdin.
+fn plant_with_stdin(plantd: &Plantd, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = isolated(common::plant_binary(), &plantd.dir)
+        .args(["--endpoint", &plantd.endpoint, "--timeout", "10s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("plant runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn plant_auth_logs_out_and_in_and_plant_identity_reaches_every_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let plantd = Plantd::start(dir.path(), &[], &[]);
+    let password = std::fs::read_to_string(dir.path().join("plantd-data/admin-password")).unwrap();
+
+    plantd.plant_ok(&["auth", "logout"]);
+    let refused = plantd.plant(&["state", "list-scopes"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("UNAUTHENTICATED"), "{error}");
+
+    let wrong = plant_with_stdin(
+        &plantd,
+        &["auth", "login", "-u", "admin", "--password-stdin"],
+        "nope\n",
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("LOGIN_FAILED"));
+    let login = plant_with_stdin(
+        &plantd,
+        &["auth", "login", "-u", "ADMIN", "--password-stdin"],
+        &password,
+    );
+    assert!(login.status.success(), "{login:?}");
+    plantd.plant_ok(&["state", "list-scopes"]);
+    let token = plantd.plant_ok(&["auth", "token"]);
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+
+    // plant identity: a user created with the password on stdin, listed, then logged in as.
+    let created = plant_with_stdin(
+        &plantd,
+        &[
+            "identity",
+            "user",
+            "create",
+            "username=alice",
+            "email=alice@example.com",
+            "--password-stdin",
+        ],
+        "a long enough passphrase\n",
+    );
+    assert!(created.status.success(), "{created:?}");
+    let users = plant_json(&plantd, &["identity", "user", "list"]);
+    assert!(users.to_string().contains("alice"), "{users}");
+    let role = plant_json(
+        &plantd,
+        &[
+            "identity",
+            "role",
+            "create",
+            "name=lister",
+            r#"permissions=["state:scope:list"]"#,
+        ],
+    );
+    let role_id = role["role"]["id"].to_string();
+    let user_id = plant_json(&plantd, &["identity", "user", "get", "username=alice"])["user"]["id"]
+        .to_string();
+    plantd.plant_ok(&[
+        "identity",
+        "user",
+        "assign-role",
+        &format!("user_id={user_id}"),
+        &format!("role_id={role_id}"),
+    ]);
+    let audit = plantd.plant_ok(&["audit", "list", "--limit", "50"]);
+    assert!(audit.contains("login"), "{audit}");
+    let unknown = plantd.plant(&["identity", "user", "fly"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("UNKNOWN_OPERATION"));
+
+    // A token given with --token wins over the saved login: alice may list scopes only.
+    let alice = plant_with_stdin(
+        &plantd,
+        &[
+            "--output",
+            "json",
+            "identity",
+            "auth",
+            "login",
+            "identifier=alice",
+            "--password-stdin",
+        ],
+        "a long enough passphrase\n",
+    );
+    assert!(alice.status.success(), "{alice:?}");
+    let alice: Value = serde_json::from_slice(&alice.stdout).unwrap();
+    let alice_token = alice["access_token"].as_str().unwrap();
+    plantd.plant_ok(&["--token", alice_token, "state", "list-scopes"]);
+    let denied = plantd.plant(&["--token", alice_token, "state", "set", "k", "1"]);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("PERMISSION_DENIED"));
+}

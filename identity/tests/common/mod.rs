@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use plantd_broker::BrokerConfig;
 use plantd_identity::{IdentityConfig, IdentityError};
 use plantd_worker_sdk::client::Client;
@@ -331,4 +333,112 @@ pub fn expect_event(
         }
     }
     panic!("no {topic} event as wanted");
+}
+
+/// The decoded (header, claims) of a JWT, unverified.
+pub fn parts(token: &str) -> (Value, Value) {
+    let mut pieces = token.split('.');
+    let mut next = || {
+        let piece = pieces.next().expect("three parts");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(piece).expect("base64url")).expect("JSON")
+    };
+    (next(), next())
+}
+
+fn encode_part(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// Forgeries of a genuine token `weak` of `h`'s identity, each with the code every verifier must
+/// refuse it with, and the genuine key re-signing `weak`'s claims (which must be accepted).
+pub struct Forgeries {
+    /// (what, token, expected code).
+    pub tokens: Vec<(&'static str, String, &'static str)>,
+    /// `weak`'s claims signed again with identity's real key: valid.
+    pub resigned: String,
+}
+
+/// Wrong key, `alg: none`, HS256 keyed with the public key, tampered claims, and identity's real
+/// key (read from its database) with an expiry in the past.
+pub fn forgeries(h: &Harness, weak: &str) -> Forgeries {
+    let (header, claims) = parts(weak);
+    let kid = header["kid"].as_str().unwrap().to_owned();
+    let mut escalated = claims.clone();
+    escalated["permissions"] = json!(["system:admin"]);
+    let now = chrono::Utc::now().timestamp();
+
+    // Another Ed25519 key, naming identity's kid.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&stranger).unwrap();
+    let mut eddsa = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    eddsa.kid = Some(kid.clone());
+    let wrong_key = jsonwebtoken::encode(
+        &eddsa,
+        &escalated,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap();
+    // alg: none, no signature.
+    let none = format!(
+        "{}.{}.",
+        encode_part(&json!({"alg": "none", "typ": "JWT", "kid": kid})),
+        encode_part(&escalated)
+    );
+    // HS256 keyed with the public key (the classic algorithm-confusion attack).
+    let keys = data(h.call("auth", "public_keys", json!({})));
+    let public = URL_SAFE_NO_PAD
+        .decode(keys["keys"][0]["x"].as_str().unwrap())
+        .unwrap();
+    let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs.kid = Some(kid.clone());
+    let hs256 = jsonwebtoken::encode(
+        &hs,
+        &escalated,
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    // The genuine signature over changed claims.
+    let pieces: Vec<&str> = weak.split('.').collect();
+    let tampered = format!("{}.{}.{}", pieces[0], encode_part(&escalated), pieces[2]);
+    // Genuinely signed by identity's own key (read from its database), but expired.
+    let secret: Vec<u8> = rusqlite::Connection::open(h.db_path())
+        .unwrap()
+        .query_row(
+            "SELECT secret_key FROM signing_keys WHERE kid = ?1",
+            [&kid],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let real = ed25519_dalek::SigningKey::from_bytes(&secret.try_into().unwrap());
+    let real_der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&real).unwrap();
+    let mut old = claims.clone();
+    old["iat"] = json!(now - 3600);
+    old["exp"] = json!(now - 120);
+    let expired = jsonwebtoken::encode(
+        &eddsa,
+        &old,
+        &jsonwebtoken::EncodingKey::from_ed_der(real_der.as_bytes()),
+    )
+    .unwrap();
+    // The same key and claims with a live expiry: accepted, so a refusal of `expired` is the
+    // expiry's.
+    let mut live = claims.clone();
+    live["jti"] = json!("00000000000000000000000000000000");
+    let resigned = jsonwebtoken::encode(
+        &eddsa,
+        &live,
+        &jsonwebtoken::EncodingKey::from_ed_der(real_der.as_bytes()),
+    )
+    .unwrap();
+
+    Forgeries {
+        tokens: vec![
+            ("wrong key", wrong_key, "UNAUTHENTICATED"),
+            ("alg none", none, "UNAUTHENTICATED"),
+            ("HS256 with the public key", hs256, "UNAUTHENTICATED"),
+            ("tampered claims", tampered, "UNAUTHENTICATED"),
+            ("expired", expired, "TOKEN_EXPIRED"),
+        ],
+        resigned,
+    }
 }
