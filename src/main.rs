@@ -3,7 +3,16 @@
 //!
 //! Each service reads its usual configuration (`PLANTD_<SERVICE>_*` environment, `<service>.yaml`),
 //! so anything a single service accepts works here too; `--endpoint` and `--data-dir` set the
-//! values that must agree across services.
+//! values that must agree across services, and `--port-offset` moves every port at once so a
+//! second system can run beside the first ([`ports`]).
+//!
+//! `up` checks that every port is free before starting anything, and says it is up only once
+//! every service's `/healthz` answers UP ([`ready`]); a service that fails on the way stops the
+//! others and the process exits non-zero with that service's error.
+
+mod login;
+mod ports;
+mod ready;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,9 +21,18 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use plantd_worker_sdk::bus::connectable_endpoint;
 use plantd_worker_sdk::telemetry::{self, LogFormat};
-use plantd_worker_sdk::{config, Shutdown};
+use plantd_worker_sdk::{config, service, Shutdown};
 use serde::Serialize;
 use tokio::task::JoinSet;
+
+use ports::{shift_endpoint, shift_port, Binding};
+
+/// The broker endpoint `plant` uses when given none; the banner adds `--endpoint` otherwise.
+const CLIENT_DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:9797";
+/// How long the services have to come up before `up` gives up on them.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How long the services have to stop after Ctrl-C or a failure.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
@@ -30,14 +48,31 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker and all bundled services in this process until Ctrl-C.
+    #[command(after_help = UP_AFTER_HELP)]
     Up(UpArgs),
 }
+
+/// The ports and their variables, for `plantd up --help`.
+const UP_AFTER_HELP: &str = "\
+Every service also reads its own settings (PLANTD_BROKER_*, PLANTD_ECHO_*, PLANTD_STATE_*,
+PLANTD_LOGGER_*, PLANTD_METRIC_*; for example PLANTD_STATE_HEALTH_PORT). `plantd up --print-ports`
+lists every port, what listens there and the variable that sets it; `--port-offset N` moves them
+all, so a second system can run beside the first.";
 
 #[derive(Parser)]
 struct UpArgs {
     /// Broker MDP endpoint to bind; services connect to the same port on 127.0.0.1.
     #[arg(long, env = "PLANTD_UP_ENDPOINT")]
     endpoint: Option<String>,
+    /// Add this to every port plantd up binds: the MDP endpoint, the buses' frontends and
+    /// backends, and every health port, wherever each was set (default, environment, file or
+    /// --endpoint).
+    #[arg(long, env = "PLANTD_UP_PORT_OFFSET", default_value_t = 0)]
+    port_offset: u16,
+    /// Print every port plantd up would bind (after --port-offset), what listens there and the
+    /// variable that sets it, then exit.
+    #[arg(long)]
+    print_ports: bool,
     /// Directory for the services' databases.
     #[arg(long, env = "PLANTD_UP_DATA_DIR", default_value = "plantd-data")]
     data_dir: PathBuf,
@@ -60,122 +95,331 @@ fn main() -> Result<()> {
     }
 }
 
-fn up(args: UpArgs) -> Result<()> {
-    telemetry::init("plantd", &args.log_level, args.log_format);
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+/// Every service's configuration, as `up` runs them.
+struct System {
+    broker: plantd_broker::BrokerConfig,
+    /// Where the services (and `plant`) on this host reach the broker.
+    broker_endpoint: String,
+    echo: plantd_module_echo::EchoConfig,
+    state: plantd_state::StateConfig,
+    identity: plantd_identity::IdentityConfig,
+    logger: plantd_logger::LoggerConfig,
+    /// `None` when the broker runs no metric bus: then the producer has nothing to do.
+    metric: Option<plantd_module_metric::MetricModuleConfig>,
+    /// Uses of deprecated configuration names, to log once logging is up.
+    warnings: Vec<String>,
+}
 
-    let mut broker: plantd_broker::BrokerConfig = config::load("broker", None, NoOverrides {})?;
-    if let Some(endpoint) = args.endpoint {
-        broker.endpoint = endpoint;
-    }
-    let broker_endpoint = connectable_endpoint(&broker.endpoint, &broker.endpoint);
-    // Where peers on this host reach a bus, if the broker runs it.
-    let bus = |name: &str| {
-        broker
+impl System {
+    /// Loads every service's configuration and applies `up`'s flags to it.
+    fn configure(args: &UpArgs) -> Result<System> {
+        let offset = args.port_offset;
+        let mut broker: plantd_broker::BrokerConfig = config::load("broker", None, NoOverrides {})?;
+        if let Some(endpoint) = &args.endpoint {
+            broker.endpoint = endpoint.clone();
+        }
+        broker.endpoint = shift_endpoint(&broker.endpoint, offset, "the broker MDP endpoint")?;
+        broker.health_port = shift_port(broker.health_port, offset, "the broker health port")?;
+        for bus in &mut broker.bus.buses {
+            let what = format!("bus {}", bus.name);
+            bus.frontend = shift_endpoint(&bus.frontend, offset, &what)?;
+            bus.backend = shift_endpoint(&bus.backend, offset, &what)?;
+            if let Some(capture) = &mut bus.capture {
+                *capture = shift_endpoint(capture, offset, &what)?;
+            }
+        }
+        let broker_endpoint = connectable_endpoint(&broker.endpoint, &broker.endpoint);
+        // Where peers on this host reach a bus, if the broker runs it.
+        let bus = |name: &str| {
+            broker
+                .bus
+                .active()
+                .iter()
+                .find(|b| b.name == name)
+                .map(|b| {
+                    (
+                        connectable_endpoint(&b.frontend, &broker_endpoint),
+                        connectable_endpoint(&b.backend, &broker_endpoint),
+                    )
+                })
+        };
+
+        let mut echo: plantd_module_echo::EchoConfig = config::load("echo", None, NoOverrides {})?;
+        echo.broker_endpoint = broker_endpoint.clone();
+        echo.health_port = shift_port(echo.health_port, offset, "the echo health port")?;
+
+        let mut state: plantd_state::StateConfig = config::load("state", None, NoOverrides {})?;
+        state.broker_endpoint = broker_endpoint.clone();
+        if std::env::var_os("PLANTD_STATE_DB").is_none() {
+            state.db = args.data_dir.join("plantd-state.db");
+        }
+        state.bus_endpoint = bus("state").map(|(front, _)| front).unwrap_or_default();
+        // Revocations reach the verifiers over the event bus; without one, expiry is all.
+        let events = bus("event");
+        state.auth.event_endpoint = events.clone().map(|(_, back)| back).unwrap_or_default();
+        state.health_port = shift_port(state.health_port, offset, "the state health port")?;
+
+        let mut logger: plantd_logger::LoggerConfig = config::load("logger", None, NoOverrides {})?;
+        logger.broker_endpoint = broker_endpoint.clone();
+        logger.auth.event_endpoint = events.clone().map(|(_, back)| back).unwrap_or_default();
+        if std::env::var_os("PLANTD_LOGGER_DB").is_none() {
+            logger.db = args.data_dir.join("plantd-logger.db");
+        }
+        logger.buses = broker
             .bus
             .active()
             .iter()
-            .find(|b| b.name == name)
-            .map(|b| {
-                (
-                    connectable_endpoint(&b.frontend, &broker_endpoint),
-                    connectable_endpoint(&b.backend, &broker_endpoint),
-                )
+            .map(|b| plantd_logger::BusSubscription {
+                name: b.name.clone(),
+                endpoint: connectable_endpoint(&b.backend, &broker_endpoint),
             })
-    };
+            .collect();
+        logger.health_port = shift_port(logger.health_port, offset, "the logger health port")?;
 
-    let mut echo: plantd_module_echo::EchoConfig = config::load("echo", None, NoOverrides {})?;
-    echo.broker_endpoint = broker_endpoint.clone();
-
-    let mut state: plantd_state::StateConfig = config::load("state", None, NoOverrides {})?;
-    state.broker_endpoint = broker_endpoint.clone();
-    if std::env::var_os("PLANTD_STATE_DB").is_none() {
-        state.db = args.data_dir.join("plantd-state.db");
-    }
-    state.bus_endpoint = bus("state").map(|(front, _)| front).unwrap_or_default();
-    // Until identity runs inside `plantd up` nothing could issue a token: keep checks off here.
-    state.auth = plantd_worker_sdk::auth::AuthConfig::off();
-
-    let mut logger: plantd_logger::LoggerConfig = config::load("logger", None, NoOverrides {})?;
-    logger.broker_endpoint = broker_endpoint.clone();
-    logger.auth = plantd_worker_sdk::auth::AuthConfig::off();
-    if std::env::var_os("PLANTD_LOGGER_DB").is_none() {
-        logger.db = args.data_dir.join("plantd-logger.db");
-    }
-    logger.buses = broker
-        .bus
-        .active()
-        .iter()
-        .map(|b| plantd_logger::BusSubscription {
-            name: b.name.clone(),
-            endpoint: connectable_endpoint(&b.backend, &broker_endpoint),
-        })
-        .collect();
-
-    // The metric producer needs the metric bus; without it there is nothing for it to do.
-    let metric = match bus("metric") {
-        Some((frontend, backend)) => {
-            let mut metric: plantd_module_metric::MetricModuleConfig =
-                config::load("module-metric", None, NoOverrides {})?;
-            metric.bus_frontend = frontend;
-            metric.bus_backend = backend;
-            Some(metric)
+        let mut identity: plantd_identity::IdentityConfig =
+            config::load("identity", None, NoOverrides {})?;
+        identity.broker_endpoint = broker_endpoint.clone();
+        if std::env::var_os("PLANTD_IDENTITY_DB").is_none() {
+            identity.db = args.data_dir.join("plantd-identity.db");
         }
-        None => None,
-    };
+        identity.event_endpoint = events.map(|(front, _)| front).unwrap_or_default();
+        identity.health_port =
+            shift_port(identity.health_port, offset, "the identity health port")?;
 
-    let mut rows = vec![
-        (
-            "broker",
-            format!(
-                "MDP {} · health http://127.0.0.1:{}/healthz",
-                broker.endpoint, broker.health_port
-            ),
-        ),
-        (
-            "echo",
-            format!(
-                "org.plantd.module.Echo · health http://127.0.0.1:{}/healthz",
-                echo.health_port
-            ),
-        ),
-        (
-            "state",
-            format!(
-                "org.plantd.State · {} · health http://127.0.0.1:{}/healthz",
-                state.db.display(),
-                state.health_port
-            ),
-        ),
-        (
-            "logger",
-            format!(
-                "org.plantd.Logger · {} · health http://127.0.0.1:{}/healthz",
-                logger.db.display(),
-                logger.health_port
-            ),
-        ),
-    ];
-    for b in broker.bus.active() {
-        rows.push((
-            "bus",
-            format!(
-                "{} · publish {} · subscribe {}",
-                b.name, b.frontend, b.backend
-            ),
-        ));
-    }
-    if let Some(metric) = &metric {
-        rows.push((
-            "metric",
-            format!(
-                "host readings every {} ms on the metric bus · health http://127.0.0.1:{}/healthz",
-                metric.interval_ms, metric.health_port
-            ),
-        ));
+        let mut warnings = Vec::new();
+        let metric = match bus("metric") {
+            Some((frontend, backend)) => {
+                let (mut metric, notes): (plantd_module_metric::MetricModuleConfig, _) =
+                    service::load_config(plantd_module_metric::SERVICE_NAME, None, NoOverrides {})?;
+                warnings = notes;
+                metric.bus_frontend = frontend;
+                metric.bus_backend = backend;
+                metric.health_port =
+                    shift_port(metric.health_port, offset, "the metric health port")?;
+                Some(metric)
+            }
+            None => None,
+        };
+        Ok(System {
+            broker,
+            broker_endpoint,
+            echo,
+            state,
+            identity,
+            logger,
+            metric,
+            warnings,
+        })
     }
 
+    /// Every TCP port the services bind.
+    fn bindings(&self) -> Vec<Binding> {
+        let mut bindings: Vec<Binding> = Binding::endpoint(
+            "broker MDP".into(),
+            &self.broker.endpoint,
+            "--endpoint, PLANTD_UP_ENDPOINT",
+        )
+        .into_iter()
+        .collect();
+        for bus in self.broker.bus.active() {
+            let endpoints = [
+                ("frontend", Some(&bus.frontend)),
+                ("backend", Some(&bus.backend)),
+                ("capture", bus.capture.as_ref()),
+            ];
+            for (side, endpoint) in endpoints {
+                let what = format!("bus {} {side}", bus.name);
+                bindings.extend(endpoint.and_then(|endpoint| {
+                    Binding::endpoint(what, endpoint, "PLANTD_BROKER_BUS__BUSES")
+                }));
+            }
+        }
+        bindings.extend(
+            self.health()
+                .into_iter()
+                .map(|(name, host, port, setting)| {
+                    Binding::health(format!("{name} health"), host, port, setting)
+                }),
+        );
+        bindings
+    }
+
+    /// Each service's health server: name, host, port and the variable of the port.
+    fn health(&self) -> Vec<(&'static str, &str, u16, &'static str)> {
+        let mut health = vec![
+            (
+                "broker",
+                self.broker.health_host.as_str(),
+                self.broker.health_port,
+                "PLANTD_BROKER_HEALTH_PORT",
+            ),
+            (
+                "echo",
+                &self.echo.health_host,
+                self.echo.health_port,
+                "PLANTD_ECHO_HEALTH_PORT",
+            ),
+            (
+                "state",
+                &self.state.health_host,
+                self.state.health_port,
+                "PLANTD_STATE_HEALTH_PORT",
+            ),
+            (
+                "identity",
+                &self.identity.health_host,
+                self.identity.health_port,
+                "PLANTD_IDENTITY_HEALTH_PORT",
+            ),
+            (
+                "logger",
+                &self.logger.health_host,
+                self.logger.health_port,
+                "PLANTD_LOGGER_HEALTH_PORT",
+            ),
+        ];
+        if let Some(metric) = &self.metric {
+            health.push((
+                "metric",
+                &metric.health_host,
+                metric.health_port,
+                "PLANTD_METRIC_HEALTH_PORT",
+            ));
+        }
+        health
+    }
+
+    /// The `/healthz` endpoints that must answer UP before `up` says so.
+    fn ready_targets(&self) -> Vec<ready::Target> {
+        self.health()
+            .into_iter()
+            .filter_map(|(name, host, port, setting)| {
+                let addr = Binding::health(name.into(), host, port, setting).local_addr()?;
+                Some(ready::Target { name, addr })
+            })
+            .collect()
+    }
+
+    /// The "is up" banner: what listens where, and a first command to try.
+    fn banner(&self) -> String {
+        let health = |port: u16| format!("health http://127.0.0.1:{port}/healthz");
+        let mut rows = vec![
+            (
+                "broker",
+                format!(
+                    "MDP {} · {}",
+                    self.broker.endpoint,
+                    health(self.broker.health_port)
+                ),
+            ),
+            (
+                "echo",
+                format!("org.plantd.module.Echo · {}", health(self.echo.health_port)),
+            ),
+            (
+                "state",
+                format!(
+                    "org.plantd.State · {} · {}",
+                    self.state.db.display(),
+                    health(self.state.health_port)
+                ),
+            ),
+            (
+                "identity",
+                format!(
+                    "org.plantd.Identity · {} · {}",
+                    self.identity.db.display(),
+                    health(self.identity.health_port)
+                ),
+            ),
+            (
+                "logger",
+                format!(
+                    "org.plantd.Logger · {} · {}",
+                    self.logger.db.display(),
+                    health(self.logger.health_port)
+                ),
+            ),
+        ];
+        for b in self.broker.bus.active() {
+            rows.push((
+                "bus",
+                format!(
+                    "{} · publish {} · subscribe {}",
+                    b.name, b.frontend, b.backend
+                ),
+            ));
+        }
+        if let Some(metric) = &self.metric {
+            rows.push((
+                "metric",
+                format!(
+                    "host readings every {} ms on the metric bus · {}",
+                    metric.interval_ms,
+                    health(metric.health_port)
+                ),
+            ));
+        }
+        let mut text = format!("plantd {} is up:\n", env!("CARGO_PKG_VERSION"));
+        for (name, what) in rows {
+            text.push_str(&format!("  {name:<8} {what}\n"));
+        }
+        text
+    }
+
+    /// The banner's last lines: a first command to try, runnable as printed.
+    fn advice(&self) -> String {
+        let mut text = String::new();
+        let endpoint = if self.broker_endpoint == CLIENT_DEFAULT_ENDPOINT {
+            String::new()
+        } else {
+            format!("--endpoint {} ", self.broker_endpoint)
+        };
+        // Runnable as printed from the source tree, where `plant` may not be installed yet.
+        text.push_str(&format!(
+            "Try, in another terminal in the source tree:\n  \
+             cargo run --release -p plantd-client -- {endpoint}echo hello\n\
+             (or `plant {endpoint}echo hello` once `cargo install --path client` has put plant \
+             on your PATH). Ctrl-C stops everything."
+        ));
+        text
+    }
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    telemetry::init("plantd", &args.log_level, args.log_format);
+    let system = System::configure(&args)?;
+    for warning in &system.warnings {
+        tracing::warn!("{warning}");
+    }
+    let bindings = system.bindings();
+    if args.print_ports {
+        println!("{:<6} {:<26} SET WITH", "PORT", "LISTENER");
+        for binding in &bindings {
+            println!("{binding}");
+        }
+        return Ok(());
+    }
+    // Before anything starts: a taken port is one clear error, not a half-started system.
+    for binding in &bindings {
+        binding.check_free()?;
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+
+    let banner = system.banner();
+    let advice = system.advice();
+    let targets = system.ready_targets();
+    let admin = login::AdminLogin::new(&system.identity, &system.broker_endpoint);
+    let System {
+        broker,
+        echo,
+        state,
+        identity,
+        logger,
+        metric,
+        ..
+    } = system;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -185,43 +429,71 @@ fn up(args: UpArgs) -> Result<()> {
         services.spawn(named("broker", plantd_broker::run(broker, shutdown.clone())));
         services.spawn(named("echo", plantd_module_echo::run(echo, shutdown.clone())));
         services.spawn(named("state", plantd_state::run(state, shutdown.clone())));
+        services.spawn(named("identity", plantd_identity::run(identity, shutdown.clone())));
         services.spawn(named("logger", plantd_logger::run(logger, shutdown.clone())));
         if let Some(metric) = metric {
             services.spawn(named("metric", plantd_module_metric::run(metric, shutdown.clone())));
         }
 
-        println!("plantd {} is up:", env!("CARGO_PKG_VERSION"));
-        for (name, what) in &rows {
-            println!("  {name:<8} {what}");
+        let signal = plantd_worker_sdk::signal::wait_for_shutdown_signal();
+        tokio::pin!(signal);
+        let startup = tokio::select! {
+            ready = ready::wait_until_up(&targets, READY_WITHIN) => ready.map_err(anyhow::Error::from),
+            Some(done) = services.join_next() => Err(stopped_on_its_own(done)),
+            _ = &mut signal => {
+                tracing::info!("interrupted before every service was up");
+                stop(&mut services, &shutdown).await;
+                return Ok(());
+            }
+        };
+        if let Err(e) = startup {
+            stop(&mut services, &shutdown).await;
+            return Err(e.context("plantd did not come up"));
         }
-        println!("Try: plant --endpoint {broker_endpoint} echo hello   (Ctrl-C stops everything)");
+        // The quick start's `plant` commands need a login: write the admin's, as minikube
+        // writes a kubeconfig. A failure here is reported but does not stop the system.
+        let login_note = match tokio::task::spawn_blocking(move || admin.save_if_missing()).await {
+            Ok(Ok(note)) => note,
+            Ok(Err(e)) => format!("could not log the CLI in as admin: {e:#}"),
+            Err(e) => format!("could not log the CLI in as admin: {e}"),
+        };
+        println!("{banner}{login_note}\n{advice}");
 
         let mut failed = None;
         tokio::select! {
-            _ = plantd_worker_sdk::signal::wait_for_shutdown_signal() => tracing::info!("shutting down"),
-            Some(done) = services.join_next() => {
-                // A service stopping on its own is an error in `up`: take the rest down too.
-                failed = Some(done.map_err(anyhow::Error::from).and_then(|r| r));
-            }
+            _ = &mut signal => tracing::info!("shutting down"),
+            Some(done) = services.join_next() => failed = Some(stopped_on_its_own(done)),
         }
-        shutdown.cancel();
-        let drained = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(done) = services.join_next().await {
-                if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
-                    tracing::error!("{e:#}");
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("some services did not stop within 5 s");
-        }
+        stop(&mut services, &shutdown).await;
         match failed {
-            Some(Err(e)) => Err(e),
-            Some(Ok(())) => anyhow::bail!("a service stopped unexpectedly"),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     })
+}
+
+/// What it means that a service's task ended while `up` runs: always a failure.
+fn stopped_on_its_own(done: Result<Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match done.map_err(anyhow::Error::from).and_then(|r| r) {
+        Err(e) => e,
+        Ok(()) => anyhow::anyhow!("a service stopped unexpectedly"),
+    }
+}
+
+/// Cancels `shutdown` and waits (a bounded time) for every service to stop, logging their errors.
+async fn stop(services: &mut JoinSet<Result<()>>, shutdown: &Shutdown) {
+    shutdown.cancel();
+    let drained = tokio::time::timeout(STOP_WITHIN, async {
+        while let Some(done) = services.join_next().await {
+            if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
+                tracing::error!("{e:#}");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some services did not stop within 5 s");
+    }
 }
 
 /// Runs a service future and labels its error with the service name.

@@ -1,174 +1,74 @@
-//! `plantd up` as a user runs it: the real binary on free loopback ports, driven with the real
-//! `plant` CLI, stopped with SIGINT.
+//! `plantd up` as a user runs it: the real binary moved onto free loopback ports with its port
+//! offset, driven with the real `plant` CLI, stopped with SIGINT.
 //!
-//! Covers the messaging issue's quick-start test (`plant echo hi`, SIGINT, exit 0) and the state
-//! issue's CLI round trip against `plantd up`.
+//! Covers the quick start (`plant echo hi`, SIGINT, exit 0), the state CLI round trip, two systems
+//! side by side (`--port-offset`), `--print-ports`, and a taken port failing startup by name
+//! without the "is up" banner.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use plantd_worker_sdk::testing::free_port;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use common::{free_port_offset, healthz, isolated, Plantd, DEFAULT_PORTS};
 use serde_json::Value;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The `plant` binary next to `plantd`. `cargo test --workspace` builds it; when only this
-/// package is tested, build it here.
-fn plant_binary() -> PathBuf {
-    let plantd = PathBuf::from(env!("CARGO_BIN_EXE_plantd"));
-    let plant = plantd.with_file_name(format!("plant{}", std::env::consts::EXE_SUFFIX));
-    if !plant.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "plantd-client", "--bin", "plant"]);
-        if plantd.parent().and_then(Path::file_name) == Some("release".as_ref()) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cannot build the plant binary");
-    }
-    plant
+fn plant_json(plantd: &Plantd, args: &[&str]) -> Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&plantd.plant_ok(&all)).expect("JSON output")
 }
-
-/// A running `plantd up`, killed if the test fails before stopping it.
-struct Plantd {
-    child: Option<Child>,
-    endpoint: String,
-    broker_health: u16,
-    health_ports: Vec<u16>,
-}
-
-impl Plantd {
-    fn start(data_dir: &Path) -> Plantd {
-        let port = free_port();
-        let endpoint = format!("tcp://127.0.0.1:{port}");
-        let health: Vec<(&str, u16)> = ["BROKER", "ECHO", "STATE", "LOGGER", "MODULE_METRIC"]
-            .into_iter()
-            .map(|service| (service, free_port()))
-            .collect();
-        // Buses on free ports too, so this test never collides with a running plantd.
-        let buses = ["state", "event", "metric"]
-            .iter()
-            .map(|name| {
-                format!(
-                    r#"{{name="{name}",frontend="tcp://127.0.0.1:{}",backend="tcp://127.0.0.1:{}"}}"#,
-                    free_port(),
-                    free_port()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_plantd"));
-        command
-            .args(["up", "--endpoint", &endpoint, "--log-level", "warn"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("PLANTD_BROKER_BUS__BUSES", format!("[{buses}]"))
-            .env_remove("PLANTD_STATE_DB")
-            .env_remove("PLANTD_LOGGER_DB")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (service, port) in &health {
-            command.env(format!("PLANTD_{service}_HEALTH_PORT"), port.to_string());
-        }
-        let mut child = command.spawn().expect("plantd starts");
-        // Readiness: the banner is printed once every service has been started.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let banner = lines
-            .next()
-            .expect("plantd printed its banner")
-            .expect("readable stdout");
-        assert!(banner.contains("is up"), "{banner}");
-        // Keep draining stdout so plantd never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Plantd {
-            child: Some(child),
-            endpoint,
-            broker_health: health[0].1,
-            health_ports: health.iter().map(|(_, p)| *p).collect(),
-        }
-    }
-
-    fn plant(&self, args: &[&str]) -> Output {
-        Command::new(plant_binary())
-            .args(["--endpoint", &self.endpoint, "--timeout", "10s"])
-            .args(args)
-            .output()
-            .expect("plant runs")
-    }
-
-    /// Runs `plant` and returns its stdout, failing the test on a non-zero exit.
-    fn plant_ok(&self, args: &[&str]) -> String {
-        let output = self.plant(args);
-        assert!(
-            output.status.success(),
-            "plant {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8 output")
-    }
-
-    fn plant_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--output", "json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.plant_ok(&all)).expect("JSON output")
-    }
-
-    /// Sends SIGINT and waits for the exit status.
-    fn interrupt(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let killed = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(killed.success());
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < end, "plantd did not stop after SIGINT");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Plantd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn healthz(port: u16) -> Option<(u16, Value)> {
-    let response = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.json().ok()?))
-}
-
-use plantd_worker_sdk::testing::wait_until;
 
 #[test]
 fn plantd_up_serves_echo_and_state_and_stops_cleanly_on_sigint() {
-    let data = tempfile::tempdir().unwrap();
-    let mut plantd = Plantd::start(data.path());
+    let dir = tempfile::tempdir().unwrap();
+    let mut plantd = Plantd::start(dir.path(), &[], &[]);
+    assert!(plantd.banner.starts_with("plantd "), "{}", plantd.banner);
 
-    // The quick start: a request queued at the broker is served as soon as echo registers.
+    // The banner comes only once every service's /healthz is UP.
+    for default in [8081, 8082, 8083, 8084, 8086, 8087] {
+        let (status, body) = healthz(plantd.port(default)).expect("/healthz answers");
+        assert_eq!(
+            (status, &body["status"]),
+            (200, &Value::from("UP")),
+            "{body}"
+        );
+    }
     assert_eq!(plantd.plant_ok(&["echo", "hi"]).trim(), "hi");
 
-    // Every service's /healthz comes up.
-    for port in plantd.health_ports.clone() {
-        wait_until(&format!("/healthz on {port} is UP"), || {
-            healthz(port).is_some_and(|(status, body)| status == 200 && body["status"] == "UP")
-        });
+    // Auth is required, and `up` logged the CLI in as admin: both files private, no password
+    // in the banner.
+    assert!(
+        plantd.banner.contains("CLI logged in as admin"),
+        "{}",
+        plantd.banner
+    );
+    let password_file = dir.path().join("plantd-data").join("admin-password");
+    let password = std::fs::read_to_string(&password_file).expect("admin-password written");
+    assert!(!plantd.banner.contains(password.trim()) && !plantd.stderr().contains(password.trim()));
+    let credentials = dir.path().join(".config/plantd/credentials.json");
+    for file in [&password_file, &credentials] {
+        let mode = std::fs::metadata(file)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
     }
-    let (_, broker) = healthz(plantd.broker_health).unwrap();
-    assert_eq!(broker["status"], "UP");
+    let whoami = plant_json(&plantd, &["auth", "whoami"]);
+    assert_eq!(whoami["username"], "admin", "{whoami}");
+    // The same service over raw MDP without a token is refused, by code.
+    let raw = plantd_worker_sdk::Client::connect(&plantd.endpoint)
+        .unwrap()
+        .with_timeout(std::time::Duration::from_secs(10));
+    let reply = raw
+        .request(
+            "org.plantd.State",
+            vec![b"list-scopes".to_vec(), b"{}".to_vec()],
+        )
+        .expect("state answers");
+    let reply: Value = serde_json::from_slice(&reply[0]).unwrap();
+    assert_eq!(reply["error"]["code"], "UNAUTHENTICATED", "{reply}");
 
     // The state CLI round trip against the real service and its database in the data dir.
     plantd.plant_ok(&["state", "create-scope", "--scope", "plant.test"]);
@@ -190,11 +90,11 @@ fn plantd_up_serves_echo_and_state_and_stops_cleanly_on_sigint() {
         "code",
         "42",
     ]);
-    let got = plantd.plant_json(&["state", "get", "--scope", "plant.test", "limit"]);
+    let got = plant_json(&plantd, &["state", "get", "--scope", "plant.test", "limit"]);
     assert_eq!(got["value"], serde_json::json!({"max": 5}));
-    let got = plantd.plant_json(&["state", "get", "--scope", "plant.test", "name"]);
+    let got = plant_json(&plantd, &["state", "get", "--scope", "plant.test", "name"]);
     assert_eq!(got["value"], "pump 7");
-    let got = plantd.plant_json(&["state", "get", "--scope", "plant.test", "code"]);
+    let got = plant_json(&plantd, &["state", "get", "--scope", "plant.test", "code"]);
     assert_eq!(got["value"], "42");
     let listed = plantd.plant_ok(&["state", "list", "--scope", "plant.test"]);
     for key in ["limit", "name", "code"] {
@@ -206,14 +106,259 @@ fn plantd_up_serves_echo_and_state_and_stops_cleanly_on_sigint() {
     let missing = plantd.plant(&["state", "get", "--scope", "plant.test", "name"]);
     assert!(!missing.status.success());
     let error = String::from_utf8_lossy(&missing.stderr);
-    assert!(
-        error.contains("KEY_NOT_FOUND") || error.contains("not found"),
-        "{error}"
-    );
+    assert!(error.contains("KEY_NOT_FOUND"), "{error}");
+
+    // The same request as a raw `plant request`: --json values, and a refusal exits non-zero.
+    let get = |key: &str| {
+        let body = format!(r#"{{"service": "plant.test", "key": "{key}"}}"#);
+        plantd.plant(&[
+            "request",
+            "org.plantd.State",
+            "--json",
+            r#""state-get""#,
+            &body,
+        ])
+    };
+    let found = get("limit");
+    assert!(found.status.success(), "{found:?}");
+    let reply: Value = serde_json::from_slice(&found.stdout).expect("one JSON frame");
+    assert_eq!(reply["data"]["value"], serde_json::json!({"max": 5}));
+    let refused = get("name");
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.starts_with("error: KEY_NOT_FOUND: "), "{error}");
 
     // SIGINT stops everything with exit code 0, and the databases are in the data directory.
     let status = plantd.interrupt();
     assert!(status.success(), "plantd exited with {status}");
-    assert!(data.path().join("plantd-state.db").is_file());
-    assert!(data.path().join("plantd-logger.db").is_file());
+    let data = dir.path().join("plantd-data");
+    assert!(data.join("plantd-state.db").is_file());
+    assert!(data.join("plantd-logger.db").is_file());
+}
+
+#[test]
+fn a_second_system_runs_beside_the_first_with_a_port_offset() {
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Plantd::start(first_dir.path(), &[], &[]);
+    // Chosen while the first holds its ports, so the offsets cannot put them on each other.
+    let second = Plantd::start(second_dir.path(), &[], &[]);
+    assert_ne!(first.offset, second.offset);
+    for plantd in [&first, &second] {
+        assert_eq!(
+            plantd.plant_ok(&["echo", "side by side"]).trim(),
+            "side by side"
+        );
+        let info = plant_json(plantd, &["broker"]);
+        let mdp = format!("tcp://*:{}", 9797 + plantd.offset);
+        assert_eq!(info["endpoint"], mdp.as_str(), "{info}");
+        let buses = info["buses"].as_array().expect("buses");
+        assert_eq!(buses.len(), 3, "{info}");
+        for (bus, default) in buses.iter().zip([11000, 12000, 13000]) {
+            let frontend = format!("tcp://*:{}", default + plantd.offset);
+            assert_eq!(bus["frontend"], frontend.as_str(), "{info}");
+        }
+    }
+}
+
+#[test]
+fn print_ports_lists_every_port_moved_by_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = |offset: &str, by_env: bool| {
+        let mut command = isolated(env!("CARGO_BIN_EXE_plantd"), dir.path());
+        command.args(["up", "--print-ports"]);
+        if by_env {
+            command.env("PLANTD_UP_PORT_OFFSET", offset);
+        } else {
+            command.args(["--port-offset", offset]);
+        }
+        let output = command.output().expect("plantd runs");
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        let mut ports: Vec<u16> = text
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().next().unwrap().parse().unwrap())
+            .collect();
+        ports.sort_unstable();
+        (ports, text)
+    };
+    let mut defaults = DEFAULT_PORTS.to_vec();
+    defaults.sort_unstable();
+    let (unmoved, text) = ports("0", false);
+    assert_eq!(unmoved, defaults, "{text}");
+    for variable in [
+        "PLANTD_UP_ENDPOINT",
+        "PLANTD_BROKER_HEALTH_PORT",
+        "PLANTD_BROKER_BUS__BUSES",
+        "PLANTD_IDENTITY_HEALTH_PORT",
+        "PLANTD_STATE_HEALTH_PORT",
+        "PLANTD_LOGGER_HEALTH_PORT",
+        "PLANTD_ECHO_HEALTH_PORT",
+        "PLANTD_METRIC_HEALTH_PORT",
+    ] {
+        assert!(text.contains(variable), "{variable} missing from\n{text}");
+    }
+    let shifted: Vec<u16> = defaults.iter().map(|p| p + 1000).collect();
+    assert_eq!(ports("1000", false).0, shifted);
+    assert_eq!(ports("1000", true).0, shifted, "PLANTD_UP_PORT_OFFSET");
+
+    let output = isolated(env!("CARGO_BIN_EXE_plantd"), dir.path())
+        .args(["up", "--print-ports", "--port-offset", "60000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("past 65535"), "{stderr}");
+}
+
+#[test]
+fn a_taken_port_fails_startup_by_name_and_no_banner_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let offset = free_port_offset();
+    let state_health = 8082 + offset;
+    let _held = TcpListener::bind(("0.0.0.0", state_health)).unwrap();
+    let output = isolated(env!("CARGO_BIN_EXE_plantd"), dir.path())
+        .args(["up", "--port-offset", &offset.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("plantd runs");
+    assert!(!output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("is up"), "banner printed: {stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("port {state_health} is taken")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("PLANTD_STATE_HEALTH_PORT"), "{stderr}");
+    // Nothing was started, so nothing was half-created.
+    assert!(!dir.path().join("plantd-data").exists());
+}
+
+#[test]
+fn the_banner_waits_until_every_service_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let plantd = Plantd::start(dir.path(), &[], &[]);
+    // Up means up: the first request right after the banner finds echo registered (it is not
+    // just queued until it registers).
+    let service = plant_json(&plantd, &["service", "org.plantd.module.Echo"]);
+    assert_eq!(service["available"], true);
+    // The advice is runnable as printed: the cargo form, with the endpoint it is not the default.
+    let advice = format!(
+        "  cargo run --release -p plantd-client -- --endpoint {} echo hello\n",
+        plantd.endpoint
+    );
+    assert!(plantd.banner.contains(&advice), "{}", plantd.banner);
+}
+
+/// `plant args...` against `plantd` with `input` on stdin.
+fn plant_with_stdin(plantd: &Plantd, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = isolated(common::plant_binary(), &plantd.dir)
+        .args(["--endpoint", &plantd.endpoint, "--timeout", "10s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("plant runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn plant_auth_logs_out_and_in_and_plant_identity_reaches_every_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let plantd = Plantd::start(dir.path(), &[], &[]);
+    let password = std::fs::read_to_string(dir.path().join("plantd-data/admin-password")).unwrap();
+
+    plantd.plant_ok(&["auth", "logout"]);
+    let refused = plantd.plant(&["state", "list-scopes"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("UNAUTHENTICATED"), "{error}");
+
+    let wrong = plant_with_stdin(
+        &plantd,
+        &["auth", "login", "-u", "admin", "--password-stdin"],
+        "nope\n",
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("LOGIN_FAILED"));
+    let login = plant_with_stdin(
+        &plantd,
+        &["auth", "login", "-u", "ADMIN", "--password-stdin"],
+        &password,
+    );
+    assert!(login.status.success(), "{login:?}");
+    plantd.plant_ok(&["state", "list-scopes"]);
+    let token = plantd.plant_ok(&["auth", "token"]);
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+
+    // plant identity: a user created with the password on stdin, listed, then logged in as.
+    let created = plant_with_stdin(
+        &plantd,
+        &[
+            "identity",
+            "user",
+            "create",
+            "username=alice",
+            "email=alice@example.com",
+            "--password-stdin",
+        ],
+        "a long enough passphrase\n",
+    );
+    assert!(created.status.success(), "{created:?}");
+    let users = plant_json(&plantd, &["identity", "user", "list"]);
+    assert!(users.to_string().contains("alice"), "{users}");
+    let role = plant_json(
+        &plantd,
+        &[
+            "identity",
+            "role",
+            "create",
+            "name=lister",
+            r#"permissions=["state:scope:list"]"#,
+        ],
+    );
+    let role_id = role["role"]["id"].to_string();
+    let user_id = plant_json(&plantd, &["identity", "user", "get", "username=alice"])["user"]["id"]
+        .to_string();
+    plantd.plant_ok(&[
+        "identity",
+        "user",
+        "assign-role",
+        &format!("user_id={user_id}"),
+        &format!("role_id={role_id}"),
+    ]);
+    let audit = plantd.plant_ok(&["audit", "list", "--limit", "50"]);
+    assert!(audit.contains("login"), "{audit}");
+    let unknown = plantd.plant(&["identity", "user", "fly"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("UNKNOWN_OPERATION"));
+
+    // A token given with --token wins over the saved login: alice may list scopes only.
+    let alice = plant_with_stdin(
+        &plantd,
+        &[
+            "--output",
+            "json",
+            "identity",
+            "auth",
+            "login",
+            "identifier=alice",
+            "--password-stdin",
+        ],
+        "a long enough passphrase\n",
+    );
+    assert!(alice.status.success(), "{alice:?}");
+    let alice: Value = serde_json::from_slice(&alice.stdout).unwrap();
+    let alice_token = alice["access_token"].as_str().unwrap();
+    plantd.plant_ok(&["--token", alice_token, "state", "list-scopes"]);
+    let denied = plantd.plant(&["--token", alice_token, "state", "set", "k", "1"]);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("PERMISSION_DENIED"));
 }

@@ -18,7 +18,7 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = service::parse_args("broker");
     match service::main(
         "broker",
         "plantd-broker",

@@ -30,6 +30,8 @@ pub struct Context {
     pub server_key: Option<String>,
     /// `--key`: this client's CURVE secret key file.
     pub key: Option<PathBuf>,
+    /// `--token`/`PLANTD_TOKEN`: sent instead of the saved login ([`crate::session`]).
+    pub token: Option<String>,
 }
 
 /// Longest wait of the reachability probe made after a timeout.
@@ -230,6 +232,7 @@ mod tests {
             output: OutputFormat::Text,
             server_key: None,
             key: None,
+            token: None,
         };
         let read = ctx.retry_policy(Access::Read);
         assert_eq!(read.attempts(), 1 + READ_RETRIES);

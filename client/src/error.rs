@@ -49,6 +49,14 @@ pub enum CliError {
         /// The client error.
         source: ClientError,
     },
+    /// The service answered with a `{"success": false, "error": {...}}` reply.
+    #[error("{code}: {message}")]
+    Refused {
+        /// The error code (`KEY_NOT_FOUND`, `UNKNOWN_OPERATION`, ...).
+        code: String,
+        /// The service's message.
+        message: String,
+    },
     /// The command line asked for something impossible (bad frame, unreadable file, ...).
     #[error("{0}")]
     Input(String),
@@ -72,7 +80,7 @@ fn disconnected_outcome(attempts: u32) -> String {
 fn describe(service: &str, error: &ClientError) -> String {
     match error {
         ClientError::NotFound => {
-            format!("service {service} not found: no worker is registered for it")
+            format!("no such service: {service} (no worker is registered for it)")
         }
         ClientError::QueueFull => {
             format!("service {service} is overloaded: the broker's queue for it is full")

@@ -15,6 +15,7 @@ mod commands;
 mod context;
 mod error;
 mod output;
+mod session;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use plantd_worker_sdk::protocol::Dialect;
 
-use commands::{bench, echo, keys, mmi, request, state};
+use commands::{auth, bench, echo, identity, keys, mmi, request, state};
 use commands::{bus, logger};
 use context::{parse_duration, Context};
 use error::CliError;
@@ -74,6 +75,9 @@ struct Cli {
         default_value_t = OutputFormat::Text
     )]
     output: OutputFormat,
+    /// Access token to send instead of the saved login (`plant auth login`).
+    #[arg(long, global = true, env = "PLANTD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,6 +114,12 @@ enum Command {
     /// CURVE keys (see docs/security.md).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Log in to identity, log out, show who you are (see docs/identity.md).
+    Auth(auth::AuthArgs),
+    /// Any identity operation: users, organizations, roles, API keys (see docs/identity.md).
+    Identity(identity::IdentityArgs),
+    /// Identity's audit log.
+    Audit(identity::AuditArgs),
     /// Measure throughput and latency (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -130,6 +140,9 @@ fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Events(command) => logger::run_events(ctx, command),
         Command::Logger(command) => logger::run_logger(ctx, command),
         Command::Keys(command) => keys::run(ctx, command),
+        Command::Auth(args) => auth::run(ctx, args),
+        Command::Identity(args) => identity::run(ctx, args),
+        Command::Audit(args) => identity::run_audit(ctx, args),
         Command::Bench(command) => Ok(bench::run(
             command,
             ctx.protocol,
@@ -148,6 +161,7 @@ fn main() -> ExitCode {
         output: cli.output,
         server_key: cli.server_key,
         key: cli.key,
+        token: cli.token,
     };
     match dispatch(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,

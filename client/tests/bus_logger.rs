@@ -115,7 +115,7 @@ fn system() -> &'static System {
 }
 
 /// A broker with its buses turned off and no logger. Its queue time stays the default 30 s, far
-/// longer than the CLI waits: "not found" must come from the CLI's own probe.
+/// longer than the CLI waits: "no such service" must come from the CLI's own probe.
 fn bare_broker() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT.get_or_init(|| {
@@ -699,7 +699,7 @@ fn a_broker_without_buses_or_logger_gives_clear_errors() {
         let args = [&["--timeout", "500ms"][..], args].concat();
         assert_eq!(
             failed(&plant_at(endpoint, &args)),
-            "error: service org.plantd.Logger not found: no worker is registered for it",
+            "error: no such service: org.plantd.Logger (no worker is registered for it)",
             "{args:?}"
         );
     }

@@ -149,6 +149,18 @@ fn request_sends_text_json_and_file_frames() {
         "json",
     ]));
     assert_eq!(reply, serde_json::json!([{"k": 1}, [2]]));
+    // Each --json argument is a JSON value: a string goes as its text, the rest as compact JSON.
+    assert_eq!(
+        succeeded(&plant(&[
+            "request",
+            ECHO,
+            "--json",
+            r#""state-get""#,
+            r#"{ "service": "demo", "key": "k" }"#,
+            "5"
+        ])),
+        "state-get\n{\"service\":\"demo\",\"key\":\"k\"}\n5\n"
+    );
 
     let file = std::env::temp_dir().join(format!("plant-cli-test-{}.bin", std::process::id()));
     std::fs::write(&file, b"\xff\x00binary").unwrap();
@@ -206,15 +218,40 @@ fn services_service_workers_and_broker_describe_the_system() {
 
 #[test]
 fn unknown_services_exit_non_zero_with_a_message() {
-    let error = failed(&plant(&["request", "org.plantd.Nobody", "x"]));
-    assert!(error.contains("org.plantd.Nobody not found"), "{error}");
+    let nobody = "error: no such service: org.plantd.Nobody (no worker is registered for it)";
+    assert_eq!(
+        failed(&plant(&["request", "org.plantd.Nobody", "x"])),
+        nobody
+    );
 
     let output = plant(&["service", "org.plantd.Nobody"]);
-    assert!(failed(&output).contains("not found"));
+    assert_eq!(failed(&output), nobody);
     assert_eq!(stdout(&output), "");
 
-    let error = failed(&plant(&["workers", "org.plantd.Nobody"]));
-    assert!(error.contains("org.plantd.Nobody not found"), "{error}");
+    assert_eq!(failed(&plant(&["workers", "org.plantd.Nobody"])), nobody);
+}
+
+#[test]
+fn a_request_to_a_missing_service_is_reported_after_the_cli_timeout_not_the_brokers() {
+    // This broker keeps a request for a service without workers queued for its default 30 s;
+    // after its own 500 ms, plant asks mmi.service and says what is wrong.
+    let endpoint = free_endpoint();
+    let _broker = KillableBroker::start(&endpoint);
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_plant"))
+        .args(["--endpoint", &endpoint, "--timeout", "500ms"])
+        .args(["request", "org.plantd.Nobody", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        failed(&output),
+        "error: no such service: org.plantd.Nobody (no worker is registered for it)"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}: the broker's queue time, not the CLI's",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -43,7 +43,7 @@ struct Overrides {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = service::parse_args("logger");
     service::main(
         "logger",
         "plantd-logger",

@@ -43,7 +43,7 @@ struct Overrides {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = service::parse_args("state");
     service::main(
         "state",
         "plantd-state",

@@ -1,9 +1,13 @@
-//! Layered configuration for every plantd process (DESIGN.md §3), built on `figment`.
+//! Layered configuration for every plantd process, built on `figment`.
 //!
 //! Precedence, highest first: command-line overrides, environment (`PLANTD_<SERVICE>_<KEY>`, nested
 //! keys joined with `__`), a YAML config file, then the type's `Default`. No file is required. The
 //! file is `--config FILE`, else `PLANTD_<SERVICE>_CONFIG`, else the first `<service>.yaml` found in
 //! `.`, `~/.config/plantd/` and `/etc/plantd/`.
+//!
+//! A service that was renamed keeps reading its former name ([`load_with_former_name`]): the old
+//! variables and file still work, below the new ones, and each use is reported so the caller can
+//! warn. Silently ignoring a variable someone set is the failure this exists to prevent.
 
 use std::path::{Path, PathBuf};
 
@@ -64,20 +68,86 @@ pub fn load<T>(
 where
     T: DeserializeOwned + Serialize + Default,
 {
+    load_layers(service, None, explicit_file, overrides)
+}
+
+/// [`load`] for a service once called `former`: `PLANTD_<FORMER>_*` variables are read beneath
+/// `PLANTD_<SERVICE>_*` ones (the new name wins where both are set), and without a file of the
+/// new name, `PLANTD_<FORMER>_CONFIG` or `<former>.yaml` is used. Returns, besides the
+/// configuration, one message per use of the former name, for the caller to log as a warning.
+pub fn load_with_former_name<T>(
+    service: &str,
+    former: &str,
+    explicit_file: Option<&Path>,
+    overrides: impl Serialize,
+) -> Result<(T, Vec<String>), ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let config = load_layers(service, Some(former), explicit_file, overrides)?;
+    let mut notes = former_variables(service, former);
+    if explicit_file.is_none() && find_file(service, None)?.is_none() {
+        if let Some(file) = find_file(former, None)? {
+            notes.push(format!(
+                "reading {} under the former name {former}; rename it for {service}",
+                file.display()
+            ));
+        }
+    }
+    Ok((config, notes))
+}
+
+fn load_layers<T>(
+    service: &str,
+    former: Option<&str>,
+    explicit_file: Option<&Path>,
+    overrides: impl Serialize,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
     let mut figment = Figment::from(Serialized::defaults(T::default()));
-    if let Some(file) = find_file(service, explicit_file)? {
+    let mut file = find_file(service, explicit_file)?;
+    if let (None, Some(former)) = (&file, former) {
+        file = find_file(former, None)?;
+    }
+    if let Some(file) = file {
         figment = figment.merge(Yaml::file(file));
     }
+    let env = |name: &str| {
+        Env::prefixed(&env_prefix(name))
+            .split("__")
+            .ignore(&["config"])
+    };
+    if let Some(former) = former {
+        figment = figment.merge(env(former));
+    }
     figment = figment
-        .merge(
-            Env::prefixed(&env_prefix(service))
-                .split("__")
-                .ignore(&["config"]),
-        )
+        .merge(env(service))
         .merge(Serialized::defaults(overrides));
     figment
         .extract()
         .map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
+/// One message per `PLANTD_<FORMER>_*` variable set: read in place of its new name, or ignored
+/// because the new name is set too.
+fn former_variables(service: &str, former: &str) -> Vec<String> {
+    let (old_prefix, new_prefix) = (env_prefix(former), env_prefix(service));
+    let mut notes: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| {
+            let name = name.into_string().ok()?;
+            let key = name.strip_prefix(&old_prefix)?;
+            let new = format!("{new_prefix}{key}");
+            Some(if std::env::var_os(&new).is_some() {
+                format!("{name} is ignored: {new} is set (the new name of the variable)")
+            } else {
+                format!("{name} is read as {new}, its new name; the old name is deprecated")
+            })
+        })
+        .collect();
+    notes.sort();
+    notes
 }
 
 /// Prints the effective configuration as pretty JSON on stdout (`--print-config`).
@@ -184,6 +254,42 @@ mod tests {
                 Flags { port: None },
             );
             assert!(matches!(e, Err(ConfigError::MissingFile(_))));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_former_name_is_read_beneath_the_new_one_and_reported() {
+        figment::Jail::expect_with(|jail| {
+            let load = || {
+                load_with_former_name::<Sample>("newname", "old-name", None, Flags { port: None })
+                    .unwrap()
+            };
+            let (c, notes) = load();
+            assert_eq!((c, notes.len()), (Sample::default(), 0));
+
+            jail.create_file("old-name.yaml", "endpoint: old-file\n")?;
+            let (c, notes) = load();
+            assert_eq!(c.endpoint, "old-file", "the former file is read");
+            assert!(notes[0].contains("old-name.yaml"), "{notes:?}");
+            jail.create_file("newname.yaml", "endpoint: new-file\n")?;
+            let (c, notes) = load();
+            assert_eq!((c.endpoint.as_str(), notes.len()), ("new-file", 0));
+
+            jail.set_env("PLANTD_OLD_NAME_PORT", "1");
+            let (c, notes) = load();
+            assert_eq!(c.port, 1, "a variable of the former name is read");
+            assert_eq!(
+                notes,
+                [
+                    "PLANTD_OLD_NAME_PORT is read as PLANTD_NEWNAME_PORT, its new name; the old \
+                  name is deprecated"
+                ]
+            );
+            jail.set_env("PLANTD_NEWNAME_PORT", "2");
+            let (c, notes) = load();
+            assert_eq!(c.port, 2, "the new name wins");
+            assert!(notes[0].contains("is ignored"), "{notes:?}");
             Ok(())
         });
     }

@@ -1,8 +1,8 @@
 //! The `main` every service binary shares: load the layered configuration, answer
 //! `--print-config`, set up logging, and run the service until SIGINT or SIGTERM.
 //!
-//! A service binary is then a clap struct of its own override flags plus [`CommonArgs`], and one
-//! call to [`main`].
+//! A service binary is then a clap struct of its own override flags plus [`CommonArgs`], parsed
+//! with [`parse_args`] (so `--help` names the service's real variables), and one call to [`main`].
 
 use std::error::Error;
 use std::future::Future;
@@ -20,6 +20,8 @@ use crate::{signal, Shutdown};
 /// from, and the settings every service has (they override the environment and the file).
 #[derive(clap::Args, Debug, Default)]
 pub struct CommonArgs {
+    // The help texts name `PLANTD_<SERVICE>_...` and `<service>`; `parse_args` puts the real
+    // names in.
     /// Config file (default: PLANTD_<SERVICE>_CONFIG, then <service>.yaml in ., ~/.config/plantd,
     /// /etc/plantd).
     #[arg(long)]
@@ -57,6 +59,46 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
     fn log_level(&self) -> &str;
     /// Text or JSON log lines.
     fn log_format(&self) -> LogFormat;
+    /// The service's former name, if it was renamed: its variables and file are still read
+    /// (see [`config::load_with_former_name`]), with a warning.
+    const FORMER_NAME: Option<&'static str> = None;
+}
+
+/// Parses the command line of `service`'s binary like `P::parse()`, except that the help of every
+/// flag names the service's own variables (`PLANTD_STATE_HEALTH_PORT`, `state.yaml`) where the
+/// shared [`CommonArgs`] can only say `PLANTD_<SERVICE>_HEALTH_PORT`.
+pub fn parse_args<P: clap::Parser>(service: &str) -> P {
+    let matches = command_for(P::command(), service).get_matches();
+    P::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `command` with the `PLANTD_<SERVICE>_` and `<service>` placeholders of its help texts replaced
+/// by `service`'s prefix and name.
+pub fn command_for(command: clap::Command, service: &str) -> clap::Command {
+    let prefix = config::env_prefix(service);
+    command.mut_args(|arg| match arg.get_help() {
+        Some(help) => {
+            let help = help
+                .to_string()
+                .replace("PLANTD_<SERVICE>_", &prefix)
+                .replace("<service>", service);
+            arg.help(help)
+        }
+        None => arg,
+    })
+}
+
+/// Loads `service`'s configuration (`overrides` > environment > file > defaults), reading its
+/// former name too if it has one; returns the warnings about uses of the former name.
+pub fn load_config<C: ServiceConfig>(
+    service: &str,
+    explicit_file: Option<&std::path::Path>,
+    overrides: impl Serialize,
+) -> Result<(C, Vec<String>), ConfigError> {
+    match C::FORMER_NAME {
+        Some(former) => config::load_with_former_name(service, former, explicit_file, overrides),
+        None => Ok((config::load(service, explicit_file, overrides)?, Vec::new())),
+    }
 }
 
 /// Why a service binary stopped with an error.
@@ -100,12 +142,18 @@ where
         log_format: common.log_format,
         service: overrides,
     };
-    let config: C = config::load(service, common.config.as_deref(), overrides)?;
+    let (config, warnings): (C, _) = load_config(service, common.config.as_deref(), overrides)?;
     if common.print_config {
+        for warning in &warnings {
+            eprintln!("warning: {warning}");
+        }
         config::print(&config);
         return Ok(());
     }
     telemetry::init(binary, config.log_level(), config.log_format());
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,4 +168,36 @@ where
             service: service.to_owned(),
             source: Box::new(e),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn help_names_the_services_own_variables() {
+        let help = command_for(Cli::command(), "module-metric")
+            .render_help()
+            .to_string();
+        for name in [
+            "PLANTD_MODULE_METRIC_HEALTH_PORT",
+            "PLANTD_MODULE_METRIC_LOG_LEVEL",
+            "PLANTD_MODULE_METRIC_LOG_FORMAT",
+            "PLANTD_MODULE_METRIC_CONFIG",
+            "module-metric.yaml",
+        ] {
+            assert!(help.contains(name), "{name} missing from:\n{help}");
+        }
+        assert!(
+            !help.contains("<SERVICE>") && !help.contains("<service>"),
+            "{help}"
+        );
+    }
 }

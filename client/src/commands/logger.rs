@@ -152,6 +152,10 @@ pub fn events_request(command: &EventsCommand) -> (&'static str, Value) {
 
 /// Sends one request to the logger and returns the reply's data.
 fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Value, CliError> {
+    let mut body = body.clone();
+    if let Some(map) = body.as_object_mut() {
+        crate::session::attach(ctx, map)?;
+    }
     let client = ctx.client(Access::Read)?;
     let reply = client
         .request(

@@ -28,9 +28,6 @@ pub struct StateArgs {
     /// Send values as strings even when they parse as JSON.
     #[arg(long, global = true)]
     pub string: bool,
-    /// Access token sent with every request (for a state service with authorization).
-    #[arg(long, global = true, env = "PLANTD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     #[command(subcommand)]
     pub command: StateCommand,
 }
@@ -98,7 +95,7 @@ pub fn parse_value(raw: &str, force_string: bool) -> Value {
 /// The `(operation, body)` a command sends.
 pub fn request_for(args: &StateArgs) -> (&'static str, Value) {
     let scope = || json!(args.scope);
-    let (op, mut body) = match &args.command {
+    let (op, body) = match &args.command {
         StateCommand::Get { key } => ("state-get", json!({"service": scope(), "key": key})),
         StateCommand::Set { key, value } => (
             "state-set",
@@ -111,15 +108,15 @@ pub fn request_for(args: &StateArgs) -> (&'static str, Value) {
         StateCommand::ListScopes => ("list-scopes", Value::Object(Map::new())),
         StateCommand::Backup { path } => ("backup", json!({"path": path})),
     };
-    if let (Some(token), Some(map)) = (&args.token, body.as_object_mut()) {
-        map.insert("token".into(), json!(token));
-    }
     (op, body)
 }
 
 /// Runs `plant state ...` and prints the reply's data.
 pub fn run(ctx: &Context, args: StateArgs) -> Result<(), CliError> {
-    let (op, body) = request_for(&args);
+    let (op, mut body) = request_for(&args);
+    if let Some(map) = body.as_object_mut() {
+        crate::session::attach(ctx, map)?;
+    }
     let client = ctx.client(args.command.access())?;
     let reply = client
         .request(
@@ -138,7 +135,6 @@ mod tests {
         StateArgs {
             scope: DEFAULT_SCOPE.into(),
             string: false,
-            token: None,
             command,
         }
     }
@@ -153,16 +149,15 @@ mod tests {
 
     #[test]
     fn commands_map_to_go_operation_names_and_fields() {
-        let mut a = args(StateCommand::Set {
+        let a = args(StateCommand::Set {
             key: "k".into(),
             value: "true".into(),
         });
-        a.token = Some("t".into());
         assert_eq!(
             request_for(&a),
             (
                 "state-set",
-                json!({"service": DEFAULT_SCOPE, "key": "k", "value": true, "token": "t"})
+                json!({"service": DEFAULT_SCOPE, "key": "k", "value": true})
             )
         );
         assert_eq!(request_for(&args(StateCommand::List)).0, "list-keys");

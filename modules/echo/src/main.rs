@@ -33,7 +33,7 @@ struct Overrides {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = service::parse_args("echo");
     service::main(
         "echo",
         "plantd-module-echo",

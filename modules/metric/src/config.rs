@@ -1,5 +1,8 @@
-//! The metric module's configuration (service name `module-metric`, so every key can be set as
-//! `PLANTD_MODULE_METRIC_<KEY>`, as in the Go system).
+//! The metric module's configuration. Its service name is [`SERVICE_NAME`] (`metric`), so every
+//! key is `PLANTD_METRIC_<KEY>` and the file `metric.yaml`, like every other service's
+//! `PLANTD_<SERVICE>_<KEY>`. The Go system's `PLANTD_MODULE_METRIC_<KEY>` (and
+//! `module-metric.yaml`) still work, beneath the new names and with a deprecation warning, so
+//! existing deployments keep their settings instead of silently losing them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -9,6 +12,11 @@ use plantd_worker_sdk::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::MetricModuleError;
+
+/// The name the configuration is read under: `PLANTD_METRIC_*`, `metric.yaml`.
+pub const SERVICE_NAME: &str = "metric";
+/// The Go system's name, still read (deprecated): `PLANTD_MODULE_METRIC_*`, `module-metric.yaml`.
+pub const FORMER_NAME: &str = "module-metric";
 
 /// Producer or consumer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +47,7 @@ impl std::str::FromStr for Mode {
 #[serde(default)]
 pub struct MetricModuleConfig {
     /// `producer` (default) or `consumer`. The Go variable `PLANTD_MODULE_METRIC_TYPE` is
-    /// `PLANTD_MODULE_METRIC_MODE` here.
+    /// `PLANTD_METRIC_MODE` here.
     pub mode: Mode,
     /// Metric bus frontend the producer publishes to.
     pub bus_frontend: String,
@@ -136,4 +144,5 @@ impl plantd_worker_sdk::service::ServiceConfig for MetricModuleConfig {
     fn log_format(&self) -> LogFormat {
         self.log_format
     }
+    const FORMER_NAME: Option<&'static str> = Some(FORMER_NAME);
 }

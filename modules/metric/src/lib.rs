@@ -20,7 +20,7 @@ use plantd_worker_sdk::Shutdown;
 use prometheus::{IntCounter, Registry};
 use thiserror::Error;
 
-pub use config::{MetricModuleConfig, Mode};
+pub use config::{MetricModuleConfig, Mode, SERVICE_NAME};
 use sampler::Sampler;
 
 /// How often the bus connection is re-checked for `/healthz`.

@@ -20,36 +20,36 @@ struct Cli {
 /// Flags that override the environment and the config file.
 #[derive(Parser, Serialize)]
 struct Overrides {
-    /// producer or consumer [env: PLANTD_MODULE_METRIC_MODE].
+    /// producer or consumer [env: PLANTD_METRIC_MODE].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     mode: Option<Mode>,
-    /// Metric bus frontend to publish to [env: PLANTD_MODULE_METRIC_BUS_FRONTEND].
+    /// Metric bus frontend to publish to [env: PLANTD_METRIC_BUS_FRONTEND].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     bus_frontend: Option<String>,
-    /// Metric bus backend to subscribe to [env: PLANTD_MODULE_METRIC_BUS_BACKEND].
+    /// Metric bus backend to subscribe to [env: PLANTD_METRIC_BUS_BACKEND].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     bus_backend: Option<String>,
-    /// Sampling interval in milliseconds [env: PLANTD_MODULE_METRIC_INTERVAL_MS].
+    /// Sampling interval in milliseconds [env: PLANTD_METRIC_INTERVAL_MS].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     interval_ms: Option<u64>,
-    /// Source name in topics and metrics, default the host name [env: PLANTD_MODULE_METRIC_SOURCE].
+    /// Source name in topics and metrics, default the host name [env: PLANTD_METRIC_SOURCE].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
-    /// Topic prefix the consumer subscribes to [env: PLANTD_MODULE_METRIC_TOPIC_PREFIX].
+    /// Topic prefix the consumer subscribes to [env: PLANTD_METRIC_TOPIC_PREFIX].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     topic_prefix: Option<String>,
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = service::parse_args(plantd_module_metric::SERVICE_NAME);
     service::main(
-        "module-metric",
+        plantd_module_metric::SERVICE_NAME,
         "plantd-module-metric",
         &cli.common,
         &cli.overrides,

@@ -1,7 +1,7 @@
 //! Request handlers and how they run off the session's I/O thread.
 //!
-//! A session hands each request to its [`Executor`]: sync and streaming handlers run on a handler
-//! thread of their own, async handlers are spawned on the tokio runtime. Either way the result comes
+//! A session hands each request to its [`Executor`]: sync, client-aware and streaming handlers run
+//! on a handler thread of their own, async handlers are spawned on the tokio runtime. Either way the result comes
 //! back as an [`Outcome`] over a channel and the doorbell is rung, so the I/O thread keeps polling
 //! (and heartbeating) while a handler runs. Panics are caught and become error replies.
 
@@ -27,8 +27,10 @@ type SyncFn = dyn Fn(Frames) -> Result<Frames, HandlerError> + Send + Sync;
 type AsyncFn = dyn Fn(Frames) -> BoxFuture + Send + Sync;
 /// A streaming handler function.
 type StreamingFn = dyn Fn(Frames, &Responder) -> Result<Frames, HandlerError> + Send + Sync;
+/// A plain handler function that is also told the requesting client's address.
+type ClientFn = dyn Fn(&[u8], Frames) -> Result<Frames, HandlerError> + Send + Sync;
 
-/// The three kinds of handler a worker can have.
+/// The kinds of handler a worker can have.
 #[derive(Clone)]
 pub(crate) enum Handler {
     /// Plain function; runs on the session's handler thread.
@@ -37,6 +39,8 @@ pub(crate) enum Handler {
     Async(Arc<AsyncFn>),
     /// Function that may send PARTIAL replies through a [`Responder`] before returning the FINAL.
     Streaming(Arc<StreamingFn>),
+    /// Plain function given the client address too; runs on the session's handler thread.
+    WithClient(Arc<ClientFn>),
 }
 
 /// What a handler produced for the request numbered `request`.
@@ -82,6 +86,8 @@ impl Responder {
 /// One request for the handler thread.
 struct Job {
     request: u64,
+    /// The client address the broker sent with the request (its routing envelope).
+    client: Vec<u8>,
     body: Frames,
 }
 
@@ -117,8 +123,8 @@ impl Executor {
         }
     }
 
-    /// Starts handling `body` as request number `request`.
-    pub(crate) fn start(&mut self, request: u64, body: Frames) {
+    /// Starts handling `body`, from client address `client`, as request number `request`.
+    pub(crate) fn start(&mut self, request: u64, client: &[u8], body: Frames) {
         if let Handler::Async(handler) = &self.handler {
             let outcomes = self.outcomes.clone();
             let waker = self.waker.clone();
@@ -134,7 +140,11 @@ impl Executor {
             });
             return;
         }
-        let job = Job { request, body };
+        let job = Job {
+            request,
+            client: client.to_vec(),
+            body,
+        };
         let job = match &self.jobs {
             Some(jobs) => match jobs.send(job) {
                 Ok(()) => return,
@@ -174,9 +184,17 @@ impl Executor {
         std::thread::Builder::new()
             .name(self.thread_name.clone())
             .spawn(move || {
-                for Job { request, body } in jobs_rx {
+                for Job {
+                    request,
+                    client,
+                    body,
+                } in jobs_rx
+                {
                     let result = match &handler {
                         Handler::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(body))),
+                        Handler::WithClient(f) => {
+                            catch_unwind(AssertUnwindSafe(|| f(&client, body)))
+                        }
                         Handler::Streaming(f) => {
                             let responder = Responder {
                                 request,

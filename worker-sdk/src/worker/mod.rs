@@ -376,6 +376,18 @@ impl WorkerBuilder {
         self
     }
 
+    /// A synchronous handler that is also given the requesting client's address: the routing
+    /// envelope the broker hands the worker with each request (opaque bytes, stable for one
+    /// client connection). Services use it to tell callers apart, e.g. for per-source rate
+    /// limits. Runs like [`handler`](Self::handler) on a thread of its own per session.
+    pub fn handler_with_client<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&[u8], Frames) -> Result<Frames, HandlerError> + Send + Sync + 'static,
+    {
+        self.handler = Some(Handler::WithClient(Arc::new(handler)));
+        self
+    }
+
     /// A streaming handler: send PARTIAL replies with [`Responder::partial`], return the FINAL.
     /// Runs like [`handler`](Self::handler) on a thread of its own per session.
     pub fn streaming_handler<F>(mut self, handler: F) -> Self

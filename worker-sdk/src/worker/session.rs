@@ -324,11 +324,15 @@ impl Session {
                                 continue;
                             }
                             *next_request += 1;
+                            self.executor.start(
+                                *next_request,
+                                &client[..],
+                                protocol::to_vecs(&body),
+                            );
                             in_flight.push(InFlight {
                                 request: *next_request,
                                 client,
                             });
-                            self.executor.start(*next_request, protocol::to_vecs(&body));
                         }
                         Ok((_, Message::Worker(WorkerCommand::Heartbeat))) => {}
                         Ok((_, Message::Worker(WorkerCommand::Disconnect))) => {

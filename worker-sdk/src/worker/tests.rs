@@ -177,6 +177,27 @@ fn registers_replies_and_disconnects_on_shutdown() {
 }
 
 #[test]
+fn a_client_aware_handler_is_told_which_client_asked() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let worker = builder(&endpoint)
+        .handler_with_client(|client: &[u8], mut body: Frames| {
+            body.insert(0, client.to_vec());
+            Ok(body)
+        })
+        .build()
+        .unwrap();
+    let running = start(worker);
+
+    let id = peer.expect_ready("test.Service");
+    peer.request(&id, b"client-a", &[b"x"]);
+    assert_eq!(peer.expect_final(b"client-a"), bytes(&[b"client-a", b"x"]));
+    peer.request(&id, b"client-b", &[b"y"]);
+    assert_eq!(peer.expect_final(b"client-b"), bytes(&[b"client-b", b"y"]));
+    running.stop().unwrap();
+}
+
+#[test]
 fn heartbeats_keep_flowing_while_the_handler_is_busy() {
     let endpoint = free_endpoint();
     let peer = Peer::bind(&endpoint);

@@ -1,5 +1,6 @@
 //! `plant bench idle`: what a broker costs when nothing happens. Starts the `plantd-broker` binary
-//! as a child process ([`super::process`]), connects many idle clients (each makes one MMI call, so the broker has seen
+//! (or, without one, `plant bench serve-broker`) as a child process on free ports with its buses
+//! off ([`super::process`], so it runs beside a `plantd up`), connects many idle clients (each makes one MMI call, so the broker has seen
 //! it) and many idle workers (which only heartbeat), then samples the child's resident memory and
 //! CPU time from `/proc` over a quiet window.
 
@@ -31,14 +32,15 @@ pub struct IdleArgs {
     /// Broker heartbeat interval in milliseconds (also used by the idle workers).
     #[arg(long, default_value_t = 2500)]
     pub heartbeat_ms: u64,
-    /// Path of the plantd-broker binary (default: next to this `plant`).
+    /// Path of the plantd-broker binary (default: next to this `plant`, else this `plant` as
+    /// `plant bench serve-broker`).
     #[arg(long)]
     pub broker_bin: Option<PathBuf>,
 }
 
 /// Runs the idle measurement.
 pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
-    let binary = BrokerBinary::locate(args.broker_bin.as_deref(), false)?;
+    let binary = BrokerBinary::locate(args.broker_bin.as_deref())?;
     let env = [(
         "PLANTD_BROKER_HEARTBEAT_INTERVAL_MS".to_owned(),
         args.heartbeat_ms.to_string(),
@@ -107,8 +109,9 @@ pub fn run(args: IdleArgs, json_out: bool) -> Result<()> {
     if json_out {
         println!(
             "{}",
-            json!({"mode": "idle", "clients": args.clients, "workers": args.workers,
-                   "seconds": elapsed, "rss_mb": rss_mb, "cpu_percent_of_one_core": cpu_percent})
+            json!({"mode": "idle", "broker": binary.describe(), "clients": args.clients,
+                   "workers": args.workers, "seconds": elapsed, "rss_mb": rss_mb,
+                   "cpu_percent_of_one_core": cpu_percent})
         );
     } else {
         println!(

@@ -60,7 +60,8 @@ pub enum BenchCommand {
     /// Broker resident memory before, at the peak and after a load (does memory come back?).
     Memory(memory::MemoryArgs),
     /// Runs the broker library in this process, configured from the environment like
-    /// plantd-broker (what `bench memory` starts when there is no plantd-broker binary).
+    /// plantd-broker (what `bench memory` and `bench idle` start when there is no plantd-broker
+    /// binary).
     #[command(hide = true)]
     ServeBroker,
 }
@@ -216,15 +217,18 @@ struct InProcessBroker {
 }
 
 impl InProcessBroker {
-    /// A broker on a free port, with CURVE if `curve` is given.
-    fn start(curve: Option<plantd_broker::security::CurveSettings>) -> Result<Self> {
+    /// Starts the broker (free MDP and health ports on loopback, no buses, so it never meets a
+    /// running system), with CURVE if `curve` is given, and returns once it answers MMI; a broker
+    /// that cannot start is an error saying why (a taken port names the port).
+    fn start(keys: Option<&curve::BenchKeys>) -> Result<Self> {
         let endpoint = free_endpoint();
         let config = plantd_broker::BrokerConfig {
             endpoint: endpoint.clone(),
+            health_host: "127.0.0.1".into(),
             health_port: plantd_worker_sdk::testing::free_port(),
-            // Several brokers run side by side in tests: no buses on the fixed default ports.
+            // The buses bind fixed default ports, which a running plantd holds.
             bus: plantd_broker::bus::BusSettings::disabled(),
-            curve: curve.unwrap_or_default(),
+            curve: keys.map(|k| k.settings.clone()).unwrap_or_default(),
             ..Default::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -237,7 +241,28 @@ impl InProcessBroker {
             runtime,
             tasks: Vec::new(),
         };
-        broker.spawn(plantd_broker::run(config, broker.shutdown.clone()));
+        let (ended_tx, ended) = std::sync::mpsc::channel();
+        let run = plantd_broker::run(config, broker.shutdown.clone());
+        broker.tasks.push(broker.runtime.spawn(async move {
+            let _ = ended_tx.send(run.await);
+        }));
+        let client = plantd_worker_sdk::Client::connect_with(
+            &broker.endpoint,
+            keys.map(|k| k.client.clone()),
+        )?
+        .with_timeout(Duration::from_millis(500));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while client.broker_info().is_err() {
+            if let Ok(ended) = ended.try_recv() {
+                match ended {
+                    Err(e) => bail!("the bench's broker could not start: {e}"),
+                    Ok(()) => bail!("the bench's broker stopped at startup"),
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the bench's broker at {} did not answer", broker.endpoint);
+            }
+        }
         Ok(broker)
     }
 
@@ -279,7 +304,7 @@ fn broker_run_on(args: &LoadArgs, keys: Option<&curve::BenchKeys>) -> Result<Loa
     let local = match &args.broker {
         Some(_) if keys.is_some() => bail!("--curve starts its own brokers; drop --broker"),
         Some(_) => None,
-        None => Some(InProcessBroker::start(keys.map(|k| k.settings.clone()))?),
+        None => Some(InProcessBroker::start(keys)?),
     };
     let endpoint = args
         .broker

@@ -5,9 +5,17 @@
 //! The child is the `plantd-broker` binary (by default the one next to this `plant`), or, when
 //! there is none, this `plant` binary re-run as `plant bench serve-broker`, which runs the same
 //! broker library with the same environment configuration.
+//!
+//! The child never collides with a running system: its MDP endpoint and health port are free
+//! loopback ports and its buses are off (they bind fixed ports a running `plantd up` holds). If it
+//! fails at startup anyway, the error carries the last lines it wrote, which name the port.
 
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +25,8 @@ use plantd_worker_sdk::Client;
 
 /// Linux reports process CPU time in clock ticks; 100 per second on every mainstream platform.
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+/// Lines of the child's stderr kept for an error report.
+const STDERR_TAIL: usize = 5;
 
 /// What to run as the broker.
 #[derive(Clone, Debug)]
@@ -28,9 +38,9 @@ pub enum BrokerBinary {
 }
 
 impl BrokerBinary {
-    /// `explicit` if given, else the `plantd-broker` next to this executable; without one, this
-    /// executable itself when `fallback` allows it.
-    pub fn locate(explicit: Option<&Path>, fallback: bool) -> Result<Self> {
+    /// `explicit` if given, else the `plantd-broker` next to this executable, else this
+    /// executable itself.
+    pub fn locate(explicit: Option<&Path>) -> Result<Self> {
         if let Some(path) = explicit {
             if !path.is_file() {
                 bail!("{} not found", path.display());
@@ -41,13 +51,8 @@ impl BrokerBinary {
         let sibling = me.with_file_name("plantd-broker");
         if sibling.is_file() {
             Ok(BrokerBinary::Path(sibling))
-        } else if fallback {
-            Ok(BrokerBinary::ThisPlant(me))
         } else {
-            bail!(
-                "{} not found: build it first (cargo build --release -p plantd-broker)",
-                sibling.display()
-            )
+            Ok(BrokerBinary::ThisPlant(me))
         }
     }
 
@@ -76,11 +81,16 @@ pub struct BrokerProcess {
     child: Child,
     /// The MDP endpoint it binds.
     pub endpoint: String,
+    /// What the child said on stderr (which is passed on to ours as it comes).
+    stderr_tail: Arc<Mutex<LastWords>>,
+    /// The thread passing the child's stderr on; it ends when the child does.
+    stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl BrokerProcess {
-    /// Starts `binary` with buses on default ports unless `env` turns them off; `env` is applied
-    /// after the endpoint, health port and log level, so it may override them.
+    /// Starts `binary` on a free MDP endpoint and health port, buses off. `env` is applied
+    /// after those settings and the log level, so it may override them (turning buses on means
+    /// giving them free ports too).
     pub fn spawn(binary: &BrokerBinary, env: &[(String, String)]) -> Result<Self> {
         let endpoint = free_endpoint();
         let mut command = binary.command();
@@ -88,16 +98,44 @@ impl BrokerProcess {
             .env("PLANTD_BROKER_ENDPOINT", &endpoint)
             .env("PLANTD_BROKER_HEALTH_HOST", "127.0.0.1")
             .env("PLANTD_BROKER_HEALTH_PORT", free_port().to_string())
+            .env("PLANTD_BROKER_BUS__ENABLED", "false")
             .env("PLANTD_BROKER_LOG_LEVEL", "warn")
             .env_remove("PLANTD_BROKER_CONFIG")
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command
+        let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {}", binary.describe()))?;
-        Ok(BrokerProcess { child, endpoint })
+        let stderr_tail = Arc::new(Mutex::new(LastWords::default()));
+        let stderr_reader = child.stderr.take().map(|stderr| {
+            let words = stderr_tail.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    words.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            })
+        });
+        Ok(BrokerProcess {
+            child,
+            endpoint,
+            stderr_tail,
+            stderr_reader,
+        })
+    }
+
+    /// Why the child stopped, once it has exited: the error it printed, else its last lines.
+    fn last_words(&mut self) -> String {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        self.stderr_tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .summary()
     }
 
     /// The child's process id.
@@ -111,7 +149,10 @@ impl BrokerProcess {
         let client = Client::connect(&self.endpoint)?.with_timeout(Duration::from_millis(500));
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the broker exited at startup ({status})");
+                bail!(
+                    "the bench's broker exited at startup ({status}): {}",
+                    self.last_words()
+                );
             }
             if client.broker_info().is_ok() {
                 return Ok(());
@@ -151,6 +192,33 @@ pub fn counter(info: &BrokerInfo, name: &str) -> u64 {
         .get(name)
         .and_then(|v| v.as_u64())
         .unwrap_or(0)
+}
+
+/// The last lines of a child's stderr, and the error line a binary prints when it fails
+/// (`Error: ...`, which a backtrace after it would push out of the tail).
+#[derive(Default)]
+struct LastWords {
+    error: Option<String>,
+    tail: VecDeque<String>,
+}
+
+impl LastWords {
+    fn push(&mut self, line: String) {
+        if self.error.is_none() && line.starts_with("Error: ") {
+            self.error = Some(line.clone());
+        }
+        if self.tail.len() == STDERR_TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+
+    fn summary(&self) -> String {
+        match &self.error {
+            Some(error) => error.clone(),
+            None => self.tail.iter().cloned().collect::<Vec<_>>().join(" / "),
+        }
+    }
 }
 
 /// A `/proc/<pid>/status` field in KiB.

@@ -160,7 +160,7 @@ pub fn run(args: MemoryArgs, json_out: bool) -> Result<()> {
     if args.large_every > 0 && !(1..=args.large_max_mb).contains(&args.large_min_mb) {
         bail!("--large-min-mb must be between 1 and --large-max-mb");
     }
-    let binary = BrokerBinary::locate(args.broker_bin.as_deref(), true)?;
+    let binary = BrokerBinary::locate(args.broker_bin.as_deref())?;
     let mut runs = Vec::new();
     for &load in &args.load {
         let (rss, outcome) = run_one(load, &args, &binary)?;
@@ -182,8 +182,7 @@ pub fn run(args: MemoryArgs, json_out: bool) -> Result<()> {
 }
 
 fn run_one(load: Load, args: &MemoryArgs, binary: &BrokerBinary) -> Result<(Rss, LoadOutcome)> {
-    // Buses bind fixed ports and carry nothing in these loads.
-    let mut env = vec![("PLANTD_BROKER_BUS__ENABLED".to_owned(), "false".to_owned())];
+    let mut env = Vec::new();
     if load == Load::Services {
         env.push((
             "PLANTD_BROKER_SERVICE_LINGER_MS".to_owned(),
