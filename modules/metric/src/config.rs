@@ -68,7 +68,7 @@ pub struct MetricModuleConfig {
     /// Log line format: `text` or `json`.
     pub log_format: LogFormat,
     /// CURVE keys (`curve.secret_key_file`, `curve.server_key` or `curve.server_key_file`;
-    /// `PLANTD_MODULE_METRIC_CURVE__...`): with them every broker socket is a CURVE client. Unset: plain.
+    /// `PLANTD_METRIC_CURVE__...`): with them every broker socket is a CURVE client. Unset: plain.
     pub curve: plantd_worker_sdk::curve::CurveConfig,
 }
 
