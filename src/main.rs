@@ -6,6 +6,8 @@
 //! values that must agree across services, and `--port-offset` moves every port at once so a
 //! second system can run beside the first ([`ports`]).
 //!
+//! `up --secure` runs everything on CURVE, with keys made on the first run ([`secure`]).
+//!
 //! `up` checks that every port is free before starting anything, and says it is up only once
 //! every service's `/healthz` answers UP ([`ready`]); a service that fails on the way stops the
 //! others and the process exits non-zero with that service's error.
@@ -13,6 +15,7 @@
 mod login;
 mod ports;
 mod ready;
+mod secure;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -82,6 +85,10 @@ struct UpArgs {
     /// Log format: text or json.
     #[arg(long, env = "PLANTD_UP_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Run everything on CURVE: keys and the broker's allow list in <data-dir>/keys (made on the
+    /// first run), the CLI's settings for the endpoint in $XDG_CONFIG_HOME/plantd/curve.json.
+    #[arg(long, env = "PLANTD_UP_SECURE")]
+    secure: bool,
 }
 
 /// No per-service overrides beyond what `plantd up` sets explicitly.
@@ -108,6 +115,8 @@ struct System {
     metric: Option<plantd_module_metric::MetricModuleConfig>,
     /// Uses of deprecated configuration names, to log once logging is up.
     warnings: Vec<String>,
+    /// Whether identity runs (not with `--secure` until it takes CURVE settings).
+    identity_runs: bool,
 }
 
 impl System {
@@ -209,7 +218,23 @@ impl System {
             logger,
             metric,
             warnings,
+            identity_runs: true,
         })
+    }
+
+    /// Puts every service on CURVE with `keys`. Identity cannot follow yet (it has no `curve`
+    /// section), so it stays off, and with it the token checks of state and the logger.
+    fn secure(&mut self, keys: &secure::SecureKeys) {
+        self.broker.curve = keys.broker();
+        self.echo.curve = keys.client("echo");
+        self.state.curve = keys.client("state");
+        self.logger.curve = keys.client("logger");
+        if let Some(metric) = &mut self.metric {
+            metric.curve = keys.client("metric");
+        }
+        self.identity_runs = false;
+        self.state.auth = plantd_worker_sdk::auth::AuthConfig::off();
+        self.logger.auth = plantd_worker_sdk::auth::AuthConfig::off();
     }
 
     /// Every TCP port the services bind.
@@ -278,6 +303,7 @@ impl System {
                 "PLANTD_LOGGER_HEALTH_PORT",
             ),
         ];
+        health.retain(|(name, ..)| self.identity_runs || *name != "identity");
         if let Some(metric) = &self.metric {
             health.push((
                 "metric",
@@ -341,6 +367,7 @@ impl System {
                 ),
             ),
         ];
+        rows.retain(|(name, _)| self.identity_runs || *name != "identity");
         for b in self.broker.bus.active() {
             rows.push((
                 "bus",
@@ -388,7 +415,7 @@ impl System {
 
 fn up(args: UpArgs) -> Result<()> {
     telemetry::init("plantd", &args.log_level, args.log_format);
-    let system = System::configure(&args)?;
+    let mut system = System::configure(&args)?;
     for warning in &system.warnings {
         tracing::warn!("{warning}");
     }
@@ -406,11 +433,19 @@ fn up(args: UpArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let keys = match args.secure {
+        true => Some(secure::SecureKeys::prepare(&args.data_dir)?),
+        false => None,
+    };
+    if let Some(keys) = &keys {
+        system.secure(keys);
+    }
 
     let banner = system.banner();
     let advice = system.advice();
     let targets = system.ready_targets();
     let admin = login::AdminLogin::new(&system.identity, &system.broker_endpoint);
+    let broker_endpoint = system.broker_endpoint.clone();
     let System {
         broker,
         echo,
@@ -418,6 +453,7 @@ fn up(args: UpArgs) -> Result<()> {
         identity,
         logger,
         metric,
+        identity_runs,
         ..
     } = system;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -429,7 +465,9 @@ fn up(args: UpArgs) -> Result<()> {
         services.spawn(named("broker", plantd_broker::run(broker, shutdown.clone())));
         services.spawn(named("echo", plantd_module_echo::run(echo, shutdown.clone())));
         services.spawn(named("state", plantd_state::run(state, shutdown.clone())));
-        services.spawn(named("identity", plantd_identity::run(identity, shutdown.clone())));
+        if identity_runs {
+            services.spawn(named("identity", plantd_identity::run(identity, shutdown.clone())));
+        }
         services.spawn(named("logger", plantd_logger::run(logger, shutdown.clone())));
         if let Some(metric) = metric {
             services.spawn(named("metric", plantd_module_metric::run(metric, shutdown.clone())));
@@ -452,10 +490,13 @@ fn up(args: UpArgs) -> Result<()> {
         }
         // The quick start's `plant` commands need a login: write the admin's, as minikube
         // writes a kubeconfig. A failure here is reported but does not stop the system.
-        let login_note = match tokio::task::spawn_blocking(move || admin.save_if_missing()).await {
-            Ok(Ok(note)) => note,
-            Ok(Err(e)) => format!("could not log the CLI in as admin: {e:#}"),
-            Err(e) => format!("could not log the CLI in as admin: {e}"),
+        let login_note = match &keys {
+            Some(keys) => secure_note(keys, &broker_endpoint),
+            None => match tokio::task::spawn_blocking(move || admin.save_if_missing()).await {
+                Ok(Ok(note)) => note,
+                Ok(Err(e)) => format!("could not log the CLI in as admin: {e:#}"),
+                Err(e) => format!("could not log the CLI in as admin: {e}"),
+            },
         };
         println!("{banner}{login_note}\n{advice}");
 
@@ -470,6 +511,22 @@ fn up(args: UpArgs) -> Result<()> {
             None => Ok(()),
         }
     })
+}
+
+/// The banner's lines about CURVE: where the keys are, and the CLI's settings written for it.
+fn secure_note(keys: &secure::SecureKeys, endpoint: &str) -> String {
+    let made = if keys.created { "made now" } else { "kept" };
+    let profile = match keys.save_cli_profile(endpoint) {
+        Ok(path) => format!("plant's CURVE settings for {endpoint}: {}", path.display()),
+        Err(e) => format!("could not write plant's CURVE settings: {e:#}"),
+    };
+    format!(
+        "  curve    every socket encrypted · keys and allow list in {} ({made})
+  {profile}
+           identity does not run with --secure yet (it takes no CURVE keys), so state and the          logger check no tokens
+",
+        keys.dir().display()
+    )
 }
 
 /// What it means that a service's task ended while `up` runs: always a failure.

@@ -362,3 +362,44 @@ fn plant_auth_logs_out_and_in_and_plant_identity_reaches_every_category() {
     let denied = plantd.plant(&["--token", alice_token, "state", "set", "k", "1"]);
     assert!(String::from_utf8_lossy(&denied.stderr).contains("PERMISSION_DENIED"));
 }
+
+#[test]
+fn plantd_up_secure_runs_everything_on_curve_and_plant_needs_no_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plantd = Plantd::start(dir.path(), &["--secure"], &[]);
+    assert!(
+        plantd.banner.contains("every socket encrypted"),
+        "{}",
+        plantd.banner
+    );
+    let keys = dir.path().join("plantd-data/keys");
+    for name in ["broker", "echo", "state", "logger", "metric", "cli"] {
+        let mode = std::fs::metadata(keys.join(format!("{name}.key")))
+            .expect("key written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}.key");
+    }
+    assert!(dir.path().join(".config/plantd/curve.json").is_file());
+    // plant finds its keys for this endpoint in curve.json: no flag.
+    assert_eq!(plantd.plant_ok(&["echo", "hi"]).trim(), "hi");
+    // A client without keys is told why it cannot get in, not left to time out.
+    let error = plantd_worker_sdk::Client::connect(&plantd.endpoint)
+        .unwrap()
+        .with_timeout(std::time::Duration::from_secs(10))
+        .broker_info()
+        .unwrap_err();
+    assert!(
+        matches!(error, plantd_worker_sdk::ClientError::Authentication { .. }),
+        "{error:?}"
+    );
+    assert!(plantd.interrupt().success());
+
+    // The second run keeps the keys.
+    let before = std::fs::read(keys.join("broker.key")).unwrap();
+    let mut again = Plantd::start(dir.path(), &["--secure"], &[]);
+    assert!(again.banner.contains("(kept)"), "{}", again.banner);
+    assert_eq!(std::fs::read(keys.join("broker.key")).unwrap(), before);
+    assert_eq!(again.plant_ok(&["echo", "again"]).trim(), "again");
+    assert!(again.interrupt().success());
+}
