@@ -428,7 +428,7 @@ impl Broker {
         // Nothing is registered for a key that may not: no service, no metrics, DISCONNECT.
         let key: BoundKey = match self.gate.check_register(&peer.id, &service) {
             Ok(key) => key,
-            Err(()) => {
+            Err(crate::security::gate::Refused) => {
                 self.wire.disconnect(peer);
                 return;
             }

@@ -106,6 +106,11 @@ impl AllowList {
         self.entries.len()
     }
 
+    /// Whether no key is listed (then nobody can connect).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Every entry, by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.entries.iter().map(|(k, e)| (&**k, e))

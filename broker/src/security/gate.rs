@@ -22,6 +22,10 @@ pub struct Denied {
     pub message: String,
 }
 
+/// A registration the key's policy does not allow (already audited).
+#[derive(Debug)]
+pub struct Refused;
+
 /// The key a worker registered with, kept in its record (`None` without CURVE).
 pub type BoundKey = Option<Box<str>>;
 
@@ -75,7 +79,7 @@ impl Gate {
 
     /// Checks a READY for `service` from routing-id frame `id`: `Ok` with the key to bind the
     /// worker record to, or `Err` (audited) if the key may not register it.
-    pub fn check_register(&mut self, id: &Frame, service: &[u8]) -> Result<BoundKey, ()> {
+    pub fn check_register(&mut self, id: &Frame, service: &[u8]) -> Result<BoundKey, Refused> {
         let Some(allow) = self.allow.as_mut() else {
             return Ok(None);
         };
@@ -94,7 +98,7 @@ impl Gate {
             None => unlisted(Action::Register, key, service),
         };
         self.audit(refusal);
-        Err(())
+        Err(Refused)
     }
 
     /// Whether a message from routing-id frame `id` to a worker registered with `bound` comes

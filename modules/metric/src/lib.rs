@@ -123,6 +123,16 @@ pub async fn run_with_output<W: Write + Send + 'static>(
     }
 }
 
+/// The bus socket's CURVE keys, if the configuration names them.
+fn curve(
+    config: &MetricModuleConfig,
+) -> Result<Option<plantd_worker_sdk::curve::ClientCurve>, MetricModuleError> {
+    config
+        .curve
+        .client()
+        .map_err(|e| MetricModuleError::Config(format!("curve: {e}")))
+}
+
 async fn produce(
     config: &MetricModuleConfig,
     health: &Health,
@@ -131,10 +141,7 @@ async fn produce(
 ) -> Result<(), MetricModuleError> {
     let connection = health.check("bus_connection");
     let sampling = health.check("sampling");
-    let curve = config
-        .curve
-        .client()
-        .map_err(|e| MetricModuleError::Config(format!("curve: {e}")))?;
+    let curve = curve(config)?;
     let (publisher, mut monitor) = Publisher::connect_with(
         &config.bus_frontend,
         bus::DEFAULT_HIGH_WATER_MARK,
@@ -201,10 +208,7 @@ async fn consume<W: Write + Send + 'static>(
     mut out: W,
 ) -> Result<(), MetricModuleError> {
     let connection = health.check("bus_connection");
-    let curve = config
-        .curve
-        .client()
-        .map_err(|e| MetricModuleError::Config(format!("curve: {e}")))?;
+    let curve = curve(config)?;
     let (subscriber, mut monitor) = Subscriber::connect_with(
         &config.bus_backend,
         bus::DEFAULT_HIGH_WATER_MARK,

@@ -74,6 +74,10 @@ pub struct BusArgs {
     /// High-water mark (messages) of every socket on the path; 0 means unlimited.
     #[arg(long, default_value_t = DEFAULT_HIGH_WATER_MARK)]
     pub hwm: i32,
+    /// Compare the broker's bus with CURVE (keys made for the run; the proxy loop that checks
+    /// each key's rights per message) against the same bus without it, alternating.
+    #[arg(long)]
+    pub curve: bool,
 }
 
 /// The three paths a round measures.
@@ -116,13 +120,16 @@ struct RunReport {
 /// Runs `plant bench bus`; `json` selects machine-readable output.
 pub fn run(args: BusArgs, json: bool) -> Result<()> {
     validate(&args)?;
+    if args.curve {
+        return compare_curve(&args, json);
+    }
     let mut runs = Vec::new();
     for round in 0..args.rounds {
         let mut line = Vec::new();
         for i in 0..Path::ALL.len() {
             // Rotate the order so no path always runs first on a machine that is warming up.
             let path = Path::ALL[(i + round) % Path::ALL.len()];
-            let report = run_once(path, round + 1, &args)
+            let report = run_once(path, round + 1, &args, None)
                 .with_context(|| format!("round {}, {}", round + 1, path.name()))?;
             line.push(format!(
                 "{} {:>9.0} msg/s{}",
@@ -231,8 +238,49 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// One measured run over `path`.
-fn run_once(path: Path, round: usize, args: &BusArgs) -> Result<RunReport> {
-    let mut middle = Middle::start(path, args.hwm)?;
+/// `--curve`: the broker's bus without and with CURVE, alternating, and the ratio of medians.
+fn compare_curve(args: &BusArgs, json: bool) -> Result<()> {
+    let keys = super::curve::BenchKeys::generate()?;
+    let (mut null, mut curve) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let plain = run_once(Path::Bus, round, args, None)?;
+        let secure = run_once(Path::Bus, round, args, Some(&keys))?;
+        if !json {
+            println!(
+                "round {round}: NULL {:>9.0} msg/s | CURVE {:>9.0} msg/s",
+                plain.msgs_per_sec, secure.msgs_per_sec
+            );
+        }
+        null.push(plain);
+        curve.push(secure);
+    }
+    let rate = |runs: &[RunReport]| median(runs.iter().map(|r| r.msgs_per_sec).collect());
+    let (n, c) = (rate(&null), rate(&curve));
+    let lost: u64 = null.iter().chain(&curve).map(|r| r.lost).sum();
+    if json {
+        println!(
+            "{}",
+            json!({"mode": "bus-curve", "messages": args.messages, "size": args.size,
+                   "null": null, "curve": curve,
+                   "median_msgs_per_sec": {"null": n, "curve": c}, "ratio": c / n, "lost": lost})
+        );
+    } else {
+        println!(
+            "{} messages × {} B, {} publisher(s): median CURVE {c:.0} msg/s / NULL {n:.0} msg/s = {:.2}× (lost {lost})",
+            args.messages, args.size, args.publishers, c / n
+        );
+    }
+    Ok(())
+}
+
+fn run_once(
+    path: Path,
+    round: usize,
+    args: &BusArgs,
+    keys: Option<&super::curve::BenchKeys>,
+) -> Result<RunReport> {
+    let curve = keys.map(|k| k.client.clone());
+    let mut middle = Middle::start(path, args.hwm, keys)?;
     // The subscriber has a context of its own, as it would in its own process. The SDK's
     // publishers share the SDK's one context; the PUSH sockets share one too, for the same shape.
     let ctx = zmq::Context::new();
@@ -247,6 +295,7 @@ fn run_once(path: Path, round: usize, args: &BusArgs) -> Result<RunReport> {
         Path::Bus | Path::Proxy => {
             let sub = ctx.socket(zmq::SUB)?;
             sub.set_rcvhwm(args.hwm)?;
+            plantd_worker_sdk::curve::apply_client(curve.as_ref(), &sub)?;
             sub.set_subscribe(PREFIX.as_bytes())?;
             sub.connect(&middle.receive_at)?;
             sub
@@ -262,7 +311,13 @@ fn run_once(path: Path, round: usize, args: &BusArgs) -> Result<RunReport> {
         // Spread the remainder so the shares add up to exactly `messages`.
         let share = args.messages / args.publishers as u64
             + u64::from((id as u64) < args.messages % args.publishers as u64);
-        let sender = Sender::connect(path, &middle.publish_at, args.hwm, &push_ctx)?;
+        let sender = Sender::connect(
+            path,
+            &middle.publish_at,
+            args.hwm,
+            &push_ctx,
+            curve.as_ref(),
+        )?;
         publishers.push(spawn_publisher(
             sender,
             id as u32,
@@ -430,9 +485,17 @@ enum Sender {
 }
 
 impl Sender {
-    fn connect(path: Path, endpoint: &str, hwm: i32, push_ctx: &zmq::Context) -> Result<Sender> {
+    fn connect(
+        path: Path,
+        endpoint: &str,
+        hwm: i32,
+        push_ctx: &zmq::Context,
+        curve: Option<&plantd_worker_sdk::curve::ClientCurve>,
+    ) -> Result<Sender> {
         Ok(match path {
-            Path::Bus | Path::Proxy => Sender::Pub(Publisher::connect_with_hwm(endpoint, hwm)?),
+            Path::Bus | Path::Proxy => {
+                Sender::Pub(Publisher::connect_with(endpoint, hwm, curve)?.0)
+            }
             Path::PushPull => {
                 let push = push_ctx.socket(zmq::PUSH)?;
                 push.set_sndhwm(hwm)?;
@@ -512,10 +575,10 @@ enum MiddleKind {
 }
 
 impl Middle {
-    fn start(path: Path, hwm: i32) -> Result<Middle> {
+    fn start(path: Path, hwm: i32, keys: Option<&super::curve::BenchKeys>) -> Result<Middle> {
         let (publish_at, receive_at) = (free_endpoint(), free_endpoint());
         let kind = match path {
-            Path::Bus => start_broker(&publish_at, &receive_at, hwm)?,
+            Path::Bus => start_broker(&publish_at, &receive_at, hwm, keys)?,
             Path::Proxy => start_proxy(&publish_at, &receive_at, hwm)?,
             Path::PushPull => MiddleKind::Direct,
         };
@@ -582,7 +645,12 @@ impl Drop for Middle {
 }
 
 /// A real broker (MDP endpoint and health on free ports) hosting one bus.
-fn start_broker(frontend: &str, backend: &str, hwm: i32) -> Result<MiddleKind> {
+fn start_broker(
+    frontend: &str,
+    backend: &str,
+    hwm: i32,
+    keys: Option<&super::curve::BenchKeys>,
+) -> Result<MiddleKind> {
     let config = plantd_broker::BrokerConfig {
         endpoint: free_endpoint(),
         health_host: "127.0.0.1".into(),
@@ -597,6 +665,7 @@ fn start_broker(frontend: &str, backend: &str, hwm: i32) -> Result<MiddleKind> {
                 capture: None,
             }],
         },
+        curve: keys.map(|k| k.settings.clone()).unwrap_or_default(),
         ..Default::default()
     };
     let shutdown = Shutdown::new();

@@ -37,7 +37,7 @@ impl BenchKeys {
         std::fs::write(
             &list,
             format!(
-                "{} bench-client call=*\n{} bench-worker register=*\n",
+                "{} bench-client call=*;bus.publish=*;bus.subscribe=*\n{} bench-worker register=*\n",
                 client.public, worker.public
             ),
         )?;
