@@ -149,12 +149,13 @@ fn a_second_system_runs_beside_the_first_with_a_port_offset() {
             "side by side"
         );
         let info = plant_json(plantd, &["broker"]);
-        let mdp = format!("tcp://*:{}", 9797 + plantd.offset);
+        // Loopback by default (protected mode).
+        let mdp = format!("tcp://127.0.0.1:{}", 9797 + plantd.offset);
         assert_eq!(info["endpoint"], mdp.as_str(), "{info}");
         let buses = info["buses"].as_array().expect("buses");
         assert_eq!(buses.len(), 3, "{info}");
         for (bus, default) in buses.iter().zip([11000, 12000, 13000]) {
-            let frontend = format!("tcp://*:{}", default + plantd.offset);
+            let frontend = format!("tcp://127.0.0.1:{}", default + plantd.offset);
             assert_eq!(bus["frontend"], frontend.as_str(), "{info}");
         }
     }

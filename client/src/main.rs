@@ -63,7 +63,14 @@ struct Cli {
     server_key: Option<String>,
     /// This client's CURVE secret key file (NAME.key from `plant keys generate`), with
     /// --server-key.
-    #[arg(long, global = true, env = "PLANTD_CLIENT_KEY")]
+    // Its own id: `key` is also an argument of `plant state` subcommands.
+    #[arg(
+        long = "key",
+        id = "curve_key",
+        value_name = "FILE",
+        global = true,
+        env = "PLANTD_CLIENT_KEY"
+    )]
     key: Option<std::path::PathBuf>,
     /// Result format on stdout.
     #[arg(

@@ -74,8 +74,10 @@ fn a_bench_broker_that_cannot_bind_names_the_port() {
     ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // plant's own line comes last (the broker's own `error:` line may be relayed before it).
     let error = stderr
         .lines()
+        .rev()
         .find(|line| line.starts_with("error: "))
         .unwrap_or_else(|| panic!("no error line in {stderr}"));
     assert!(error.contains("exited at startup"), "{error}");

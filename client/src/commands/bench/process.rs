@@ -195,7 +195,8 @@ pub fn counter(info: &BrokerInfo, name: &str) -> u64 {
 }
 
 /// The last lines of a child's stderr, and the error line a binary prints when it fails
-/// (`Error: ...`, which a backtrace after it would push out of the tail).
+/// (`Error: ...`, or `error: ...` from `plantd-broker`, which a backtrace after it would push out
+/// of the tail).
 #[derive(Default)]
 struct LastWords {
     error: Option<String>,
@@ -204,7 +205,7 @@ struct LastWords {
 
 impl LastWords {
     fn push(&mut self, line: String) {
-        if self.error.is_none() && line.starts_with("Error: ") {
+        if self.error.is_none() && (line.starts_with("Error: ") || line.starts_with("error: ")) {
             self.error = Some(line.clone());
         }
         if self.tail.len() == STDERR_TAIL {
