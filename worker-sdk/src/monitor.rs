@@ -99,6 +99,15 @@ impl std::fmt::Display for HandshakeFailure {
     }
 }
 
+impl HandshakeFailure {
+    /// Whether libzmq gives up on the connection (a refused key, a security mismatch, another
+    /// protocol error), as opposed to [`Closed`](Self::Closed), after which it reconnects by
+    /// itself.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, HandshakeFailure::Closed)
+    }
+}
+
 /// The handshake outcome an event reports, if it reports one.
 fn handshake_outcome(frames: &[Vec<u8>]) -> Option<Result<(), HandshakeFailure>> {
     let id = event_id(frames)?;

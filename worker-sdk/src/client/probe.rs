@@ -82,6 +82,9 @@ pub(crate) enum Verdict {
 pub(crate) struct Probing {
     probe: Option<Probe>,
     done: bool,
+    /// Whether the client uses CURVE: only then is a connection closed mid-handshake telling
+    /// (most likely a wrong server key); without it, a broker restarting does the same.
+    curve: bool,
 }
 
 impl Probing {
@@ -95,6 +98,7 @@ impl Probing {
     ) -> Result<(), ClientError> {
         if !self.done && self.probe.is_none() && waited >= PROBE_AFTER {
             self.probe = Some(Probe::open(context, endpoint, curve)?);
+            self.curve = curve.is_some();
         }
         Ok(())
     }
@@ -116,6 +120,7 @@ impl Probing {
                 self.done = true;
                 Verdict::Wait
             }
+            Some(Err(failure)) if !failure.is_final() && !self.curve => Verdict::Wait,
             Some(Err(failure)) => {
                 self.probe = None;
                 self.done = true;

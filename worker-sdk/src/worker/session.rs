@@ -270,14 +270,15 @@ impl Session {
                 break 'session End::Shutdown;
             }
             if monitor_ready {
-                if let Some(outcome) = broker.monitor.handshake() {
-                    match outcome {
-                        Ok(()) => self.admitted(),
-                        Err(failure) => {
-                            self.refused(failure);
-                            break 'session End::Refused;
-                        }
+                match broker.monitor.handshake() {
+                    Some(Ok(())) => self.admitted(),
+                    // libzmq will not retry this connection: a new socket, after the backoff.
+                    Some(Err(failure)) if failure.is_final() => {
+                        self.refused(failure);
+                        break 'session End::Refused;
                     }
+                    // Closed mid-handshake: libzmq reconnects by itself.
+                    _ => {}
                 }
                 let connected = broker.monitor.is_connected();
                 if connected && !ready_sent {
