@@ -178,8 +178,13 @@ impl Plantd {
         for _ in 0..3 {
             match Plantd::try_start(dir, free_port_offset(), args, env) {
                 Ok(plantd) => return plantd,
-                // Another test process took one of the ports after we looked: try elsewhere.
-                Err(stderr) if stderr.contains("is taken") => failures.push(stderr),
+                // Another test (process) took one of the ports after we looked, before or while
+                // plantd bound it: try elsewhere.
+                Err(stderr)
+                    if stderr.contains("is taken") || stderr.contains("Address already in use") =>
+                {
+                    failures.push(stderr)
+                }
                 Err(stderr) => panic!("plantd up failed:\n{stderr}"),
             }
         }
