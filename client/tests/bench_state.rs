@@ -89,7 +89,16 @@ fn bench_state_auth_compares_required_with_off_and_every_token_request_succeeds(
         .collect();
     assert_eq!(
         names,
-        ["set off", "set required", "get off", "get required"].repeat(2)
+        [
+            "set off",
+            "set required",
+            "get off",
+            "get required",
+            "set required",
+            "set off",
+            "get required",
+            "get off"
+        ]
     );
     for phase in phases {
         // A refused token would count as an error here: the required phases really carry one.

@@ -10,7 +10,7 @@
 //! With `--auth` the same requests run against two systems in this process, interleaved phase by
 //! phase: one state service with `auth.mode: off`, and one with `auth.mode: required` beside an
 //! identity service, each request carrying the bootstrap admin's token. The figures are
-//! required / off for `state-set` and `state-get`.
+//! required / off for `state-set` and `state-get`, from two rounds in ABBA order.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -322,18 +322,26 @@ fn run_auth(args: StateBenchArgs, json: bool) -> Result<()> {
             success,
         )
     };
-    // Two rounds, each system in turn, so drift during the run hits both alike.
+    // Two rounds in ABBA order (off first, then required first), so drift during the run and
+    // whatever one phase leaves behind for the next (a WAL checkpoint) hit both alike.
     let mut phases = Vec::new();
-    for _ in 0..2 {
-        phases.push(run_phase("set off", &off.endpoint, None, true)?);
-        phases.push(run_phase("set required", &on.endpoint, Some(&token), true)?);
-        phases.push(run_phase("get off", &off.endpoint, None, false)?);
-        phases.push(run_phase(
-            "get required",
-            &on.endpoint,
-            Some(&token),
-            false,
-        )?);
+    for round in 0..2 {
+        for set in [true, false] {
+            let (name_off, name_on) = if set {
+                ("set off", "set required")
+            } else {
+                ("get off", "get required")
+            };
+            let off_phase = || run_phase(name_off, &off.endpoint, None, set);
+            let on_phase = || run_phase(name_on, &on.endpoint, Some(&token), set);
+            if round == 0 {
+                phases.push(off_phase()?);
+                phases.push(on_phase()?);
+            } else {
+                phases.push(on_phase()?);
+                phases.push(off_phase()?);
+            }
+        }
     }
     let mean = |name: &str| {
         let rates: Vec<f64> = phases
