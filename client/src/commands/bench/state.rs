@@ -123,6 +123,27 @@ fn phase(
     })
 }
 
+/// The phases as the JSON report lists them.
+fn phase_list(phases: &[Phase]) -> Vec<serde_json::Value> {
+    phases
+        .iter()
+        .map(|p| json!({"phase": p.name, "requests_per_sec": p.rate, "completed": p.completed, "errors": p.errors}))
+        .collect()
+}
+
+/// An error naming the first failure if any request of any phase failed.
+fn no_errors(phases: &[Phase]) -> Result<()> {
+    let errors: u64 = phases.iter().map(|p| p.errors).sum();
+    if errors > 0 {
+        let first = phases.iter().find_map(|p| p.first_error.clone());
+        bail!(
+            "{errors} requests failed: {}",
+            first.as_deref().unwrap_or("unknown")
+        );
+    }
+    Ok(())
+}
+
 /// A state request body for key `c{client}-{n}`, with a value for `state-set`.
 fn body(client: usize, n: u64, with_value: bool) -> Vec<u8> {
     body_with_token(client, n, with_value, None)
@@ -211,10 +232,7 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
     let echo = (phases[0].rate + phases[3].rate) / 2.0;
     let (set, get) = (phases[1].rate / echo, phases[2].rate / echo);
     if json {
-        let list: Vec<_> = phases
-            .iter()
-            .map(|p| json!({"phase": p.name, "requests_per_sec": p.rate, "completed": p.completed, "errors": p.errors}))
-            .collect();
+        let list = phase_list(&phases);
         println!(
             "{}",
             json!({
@@ -234,15 +252,7 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
         }
         println!("  state-set / echo {set:.2}×, state-get / echo {get:.2}×");
     }
-    let errors: u64 = phases.iter().map(|p| p.errors).sum();
-    if errors > 0 {
-        let first = phases.iter().find_map(|p| p.first_error.clone());
-        bail!(
-            "{errors} requests failed: {}",
-            first.as_deref().unwrap_or("unknown")
-        );
-    }
-    Ok(())
+    no_errors(&phases)
 }
 
 /// The state service's configuration for a bench on `endpoint`, its database in `dir`.
@@ -354,10 +364,7 @@ fn run_auth(args: StateBenchArgs, json: bool) -> Result<()> {
     let set = mean("set required") / mean("set off");
     let get = mean("get required") / mean("get off");
     if json {
-        let list: Vec<_> = phases
-            .iter()
-            .map(|p| json!({"phase": p.name, "requests_per_sec": p.rate, "completed": p.completed, "errors": p.errors}))
-            .collect();
+        let list = phase_list(&phases);
         println!(
             "{}",
             json!({
@@ -376,15 +383,7 @@ fn run_auth(args: StateBenchArgs, json: bool) -> Result<()> {
         }
         println!("  state-set required / off {set:.2}×, state-get required / off {get:.2}×");
     }
-    let errors: u64 = phases.iter().map(|p| p.errors).sum();
-    if errors > 0 {
-        let first = phases.iter().find_map(|p| p.first_error.clone());
-        bail!(
-            "{errors} requests failed: {}",
-            first.as_deref().unwrap_or("unknown")
-        );
-    }
-    Ok(())
+    no_errors(&phases)
 }
 
 /// Logs in as the bootstrap admin whose password identity wrote to `password_file`.
