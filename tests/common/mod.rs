@@ -179,7 +179,12 @@ impl Plantd {
             match Plantd::try_start(dir, free_port_offset(), args, env) {
                 Ok(plantd) => return plantd,
                 // Another test process took one of the ports after we looked: try elsewhere.
-                Err(stderr) if stderr.contains("is taken") => failures.push(stderr),
+                // Either caught by `up`'s own check, or taken between that check and the bind.
+                Err(stderr)
+                    if stderr.contains("is taken") || stderr.contains("Address already in use") =>
+                {
+                    failures.push(stderr)
+                }
                 Err(stderr) => panic!("plantd up failed:\n{stderr}"),
             }
         }
