@@ -365,6 +365,40 @@ fn plant_auth_logs_out_and_in_and_plant_identity_reaches_every_category() {
 }
 
 #[test]
+fn a_saved_login_about_to_expire_is_refreshed_before_use() {
+    let dir = tempfile::tempdir().unwrap();
+    // Access tokens shorter than plant's refresh margin: every command refreshes first.
+    let plantd = Plantd::start(
+        dir.path(),
+        &[],
+        &[("PLANTD_IDENTITY_TOKENS__ACCESS_TTL_SECS", "30")],
+    );
+    let credentials = dir.path().join(".config/plantd/credentials.json");
+    let saved = |what: &str| -> String {
+        let file: Value = serde_json::from_slice(&std::fs::read(&credentials).unwrap()).unwrap();
+        file["endpoints"][&plantd.endpoint][what]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = saved("refresh_token");
+    plantd.plant_ok(&["state", "list-scopes"]);
+    let second = saved("refresh_token");
+    assert_ne!(first, second, "the refresh token rotated");
+    plantd.plant_ok(&["state", "list-scopes"]);
+    assert_ne!(
+        second,
+        saved("refresh_token"),
+        "and again: each one works once"
+    );
+    let mode = std::fs::metadata(&credentials)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
 fn plantd_up_secure_runs_everything_on_curve_and_plant_needs_no_flag() {
     let dir = tempfile::tempdir().unwrap();
     let mut plantd = Plantd::start(dir.path(), &["--secure"], &[]);

@@ -58,3 +58,51 @@ fn bench_state_refuses_a_zero_shape() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("must be positive"), "{stderr}");
 }
+
+#[test]
+fn bench_state_auth_compares_required_with_off_and_every_token_request_succeeds() {
+    let output = Command::new(env!("CARGO_BIN_EXE_plant"))
+        .args([
+            "--output",
+            "json",
+            "bench",
+            "state",
+            "--auth",
+            "--clients",
+            "2",
+            "--seconds",
+            "0.3",
+        ])
+        .output()
+        .expect("run plant");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "plant bench state --auth failed: {stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    assert_eq!(report["mode"], "state-auth");
+    let phases = report["phases"].as_array().expect("phases");
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "set off",
+            "set required",
+            "get off",
+            "get required",
+            "set required",
+            "set off",
+            "get required",
+            "get off"
+        ]
+    );
+    for phase in phases {
+        // A refused token would count as an error here: the required phases really carry one.
+        assert_eq!(phase["errors"], 0, "{phase}");
+        assert!(phase["completed"].as_u64().unwrap() > 0, "{phase}");
+    }
+}

@@ -5,13 +5,12 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use plantd_worker_sdk::testing::{free_port, WAIT_DEADLINE};
+use plantd_worker_sdk::testing::WAIT_DEADLINE;
 
 /// Every port `plantd up` binds by default: MDP, the health ports of broker, state, logger, echo
 /// and metric, and the three buses' frontends and backends.
@@ -85,23 +84,11 @@ pub fn isolated(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
     command
 }
 
-/// A `--port-offset` that moves every default port of `plantd up` onto a port free right now,
-/// all of them within 20000-32767, the range `free_port` hands out (below Linux's ephemeral
-/// ports, so no outgoing connection takes one meanwhile).
+/// A `--port-offset` that moves every default port of `plantd up` onto ports free right now and
+/// never handed out before by this test process (so two systems started by parallel tests never
+/// share one), all below Linux's ephemeral ports so no outgoing connection takes one meanwhile.
 pub fn free_port_offset() -> u16 {
-    // 8081 + offset >= 20000 and 13001 + offset <= 32767.
-    const OFFSETS: std::ops::RangeInclusive<u16> = 11_919..=19_766;
-    let span = OFFSETS.end() - OFFSETS.start() + 1;
-    loop {
-        // free_port is this process's source of spread-out, not-yet-used numbers.
-        let offset = OFFSETS.start() + (free_port() - 20_000) % span;
-        let free = DEFAULT_PORTS
-            .iter()
-            .all(|port| TcpListener::bind(("0.0.0.0", port + offset)).is_ok());
-        if free {
-            return offset;
-        }
-    }
+    plantd_worker_sdk::testing::free_port_offset(&DEFAULT_PORTS)
 }
 
 /// A child process, killed when dropped: a failing test must not leave it running (holding the
@@ -178,8 +165,8 @@ impl Plantd {
         for _ in 0..3 {
             match Plantd::try_start(dir, free_port_offset(), args, env) {
                 Ok(plantd) => return plantd,
-                // Another test (process) took one of the ports after we looked, before or while
-                // plantd bound it: try elsewhere.
+                // Another test process took one of the ports after we looked: try elsewhere.
+                // Either caught by `up`'s own check, or taken between that check and the bind.
                 Err(stderr)
                     if stderr.contains("is taken") || stderr.contains("Address already in use") =>
                 {

@@ -2,10 +2,12 @@
 
 pub mod interop;
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Ports handed out by [`free_port`]: below Linux's default ephemeral range (32768–60999), so the
@@ -13,27 +15,68 @@ use std::time::{Duration, Instant};
 /// moment a test binds it (which an OS-chosen ephemeral port can suffer under parallel tests).
 const PORTS: std::ops::Range<u32> = 20_000..32_768;
 
+/// Ports this process handed out (by [`free_port`] or [`free_port_offset`]): never handed out
+/// twice, because a test may not have bound its port yet when the next one asks.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
 /// before. Each process starts at a random place in the range, so parallel test processes rarely
 /// meet.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let span = PORTS.end - PORTS.start;
+    for _ in 0..span {
+        let port = (PORTS.start + next_candidate() % span) as u16;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}")
+}
+
+/// An offset that moves every one of `ports` onto a port free right now (on every interface) and
+/// not handed out before by this process, the moved ports all within [`free_port`]'s range.
+/// Two systems started side by side in one test process get offsets whose ports never meet, even
+/// where their default ports are neighbours (8081, 8082...) and the offsets differ by one.
+pub fn free_port_offset(ports: &[u16]) -> u16 {
+    let (lowest, highest) = match (ports.iter().min(), ports.iter().max()) {
+        (Some(&lowest), Some(&highest)) => (u32::from(lowest), u32::from(highest)),
+        _ => return 0,
+    };
+    assert!(
+        highest - lowest < PORTS.end - PORTS.start,
+        "ports {lowest}..={highest} do not fit in {PORTS:?}"
+    );
+    let first = PORTS.start.saturating_sub(lowest);
+    let span = (PORTS.end - 1 - highest) - first + 1;
+    for _ in 0..span {
+        let offset = (first + next_candidate() % span) as u16;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        let free = ports.iter().all(|port| {
+            !handed_out.contains(&(port + offset))
+                && TcpListener::bind(("0.0.0.0", port + offset)).is_ok()
+        });
+        if free {
+            handed_out.extend(ports.iter().map(|port| port + offset));
+            return offset;
+        }
+    }
+    panic!("no offset puts {ports:?} on free ports in {PORTS:?}")
+}
+
+/// The next of this process's spread-out candidate numbers, starting at a random place.
+fn next_candidate() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     if NEXT.load(Ordering::Relaxed) == u32::MAX {
         let _ = NEXT.compare_exchange(
             u32::MAX,
-            rand::random::<u32>() % span,
+            rand::random::<u32>() % (PORTS.end - PORTS.start),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
     }
-    for _ in 0..span {
-        let port = PORTS.start + NEXT.fetch_add(1, Ordering::Relaxed) % span;
-        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
-            return port as u16;
-        }
-    }
-    panic!("no free loopback port in {PORTS:?}")
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// How long [`wait_until`] waits: generous, since tests must pass on a loaded 2-core machine, but
@@ -205,5 +248,21 @@ mod tests {
             assert!(PORTS.contains(&u32::from(port)));
             TcpListener::bind(("127.0.0.1", port)).expect("still free");
         }
+    }
+
+    #[test]
+    fn offsets_for_neighbouring_ports_never_overlap() {
+        let defaults = [8081, 8082, 8083, 9797];
+        let mut taken = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let offset = free_port_offset(&defaults);
+            for port in defaults {
+                let moved = port + offset;
+                assert!(PORTS.contains(&u32::from(moved)), "{moved}");
+                assert!(taken.insert(moved), "{moved} handed out twice");
+            }
+        }
+        let single = free_port();
+        assert!(!taken.contains(&single), "{single} handed out twice");
     }
 }

@@ -6,6 +6,11 @@
 //! `--clients` blocking clients drive each phase back to back for `--seconds`: echo, `state-set`
 //! on fresh keys, `state-get` on existing keys, echo again. The echo figure for the ratios is the
 //! mean of the two echo phases, so drift during the run averages out. Every reply is checked.
+//!
+//! With `--auth` the same requests run against two systems in this process, interleaved phase by
+//! phase: one state service with `auth.mode: off`, and one with `auth.mode: required` beside an
+//! identity service, each request carrying the bootstrap admin's token. The figures are
+//! required / off for `state-set` and `state-get`, from two rounds in ABBA order.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -41,6 +46,9 @@ pub struct StateBenchArgs {
     /// Requests each of those sessions may hold at once (credit extension; 1 is plain MDP).
     #[arg(long, default_value_t = 1)]
     pub credit: u32,
+    /// Compare the state service with tokens required against the same with auth off.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 /// What one phase measured.
@@ -115,13 +123,42 @@ fn phase(
     })
 }
 
+/// The phases as the JSON report lists them.
+fn phase_list(phases: &[Phase]) -> Vec<serde_json::Value> {
+    phases
+        .iter()
+        .map(|p| json!({"phase": p.name, "requests_per_sec": p.rate, "completed": p.completed, "errors": p.errors}))
+        .collect()
+}
+
+/// An error naming the first failure if any request of any phase failed.
+fn no_errors(phases: &[Phase]) -> Result<()> {
+    let errors: u64 = phases.iter().map(|p| p.errors).sum();
+    if errors > 0 {
+        let first = phases.iter().find_map(|p| p.first_error.clone());
+        bail!(
+            "{errors} requests failed: {}",
+            first.as_deref().unwrap_or("unknown")
+        );
+    }
+    Ok(())
+}
+
 /// A state request body for key `c{client}-{n}`, with a value for `state-set`.
 fn body(client: usize, n: u64, with_value: bool) -> Vec<u8> {
+    body_with_token(client, n, with_value, None)
+}
+
+/// [`body`], carrying `token` if given.
+fn body_with_token(client: usize, n: u64, with_value: bool, token: Option<&str>) -> Vec<u8> {
     let key = format!("c{client}-{}", n % 1000);
+    let token = token
+        .map(|t| format!(r#","token":"{t}""#))
+        .unwrap_or_default();
     if with_value {
-        format!(r#"{{"service":"bench","key":"{key}","value":{{"n":{n},"s":"some text"}}}}"#)
+        format!(r#"{{"service":"bench","key":"{key}","value":{{"n":{n},"s":"some text"}}{token}}}"#)
     } else {
-        format!(r#"{{"service":"bench","key":"{key}"}}"#)
+        format!(r#"{{"service":"bench","key":"{key}"{token}}}"#)
     }
     .into_bytes()
 }
@@ -135,6 +172,9 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
     if args.clients == 0 || args.sessions == 0 || args.seconds <= 0.0 {
         bail!("--clients, --sessions and --seconds must be positive");
     }
+    if args.auth {
+        return run_auth(args, json);
+    }
     // Declared first so it is removed last, after the services on it have stopped.
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let mut broker = InProcessBroker::start(None)?;
@@ -147,18 +187,12 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
         .build()?;
     let stop = broker.shutdown.clone();
     broker.spawn(echo.run(stop.clone()));
-    let state = plantd_state::StateConfig {
-        db: dir.path().join("bench-state.db"),
-        broker_endpoint: endpoint.clone(),
-        concurrency: args.sessions,
-        credit: args.credit,
-        health_host: "127.0.0.1".into(),
-        health_port: free_port(),
-        bus_endpoint: String::new(),
-        auth: plantd_worker_sdk::auth::AuthConfig::off(),
-        log_level: "warn".into(),
-        ..plantd_state::StateConfig::default()
-    };
+    let state = state_config(
+        &args,
+        &endpoint,
+        dir.path(),
+        plantd_worker_sdk::auth::AuthConfig::off(),
+    );
     broker.spawn(plantd_state::run(state, stop));
     // Our own in-process broker, so the native dialect.
     super::wait_for_service(&endpoint, ECHO, Dialect::V02, None)?;
@@ -198,10 +232,7 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
     let echo = (phases[0].rate + phases[3].rate) / 2.0;
     let (set, get) = (phases[1].rate / echo, phases[2].rate / echo);
     if json {
-        let list: Vec<_> = phases
-            .iter()
-            .map(|p| json!({"phase": p.name, "requests_per_sec": p.rate, "completed": p.completed, "errors": p.errors}))
-            .collect();
+        let list = phase_list(&phases);
         println!(
             "{}",
             json!({
@@ -221,13 +252,160 @@ pub fn run(args: StateBenchArgs, json: bool) -> Result<()> {
         }
         println!("  state-set / echo {set:.2}×, state-get / echo {get:.2}×");
     }
-    let errors: u64 = phases.iter().map(|p| p.errors).sum();
-    if errors > 0 {
-        let first = phases.iter().find_map(|p| p.first_error.clone());
-        bail!(
-            "{errors} requests failed: {}",
-            first.as_deref().unwrap_or("unknown")
-        );
+    no_errors(&phases)
+}
+
+/// The state service's configuration for a bench on `endpoint`, its database in `dir`.
+fn state_config(
+    args: &StateBenchArgs,
+    endpoint: &str,
+    dir: &std::path::Path,
+    auth: plantd_worker_sdk::auth::AuthConfig,
+) -> plantd_state::StateConfig {
+    plantd_state::StateConfig {
+        db: dir.join("bench-state.db"),
+        broker_endpoint: endpoint.to_owned(),
+        concurrency: args.sessions,
+        credit: args.credit,
+        health_host: "127.0.0.1".into(),
+        health_port: free_port(),
+        bus_endpoint: String::new(),
+        auth,
+        log_level: "warn".into(),
+        ..plantd_state::StateConfig::default()
     }
-    Ok(())
+}
+
+/// `plant bench state --auth`: tokens required against auth off, interleaved.
+fn run_auth(args: StateBenchArgs, json: bool) -> Result<()> {
+    use plantd_worker_sdk::auth::AuthConfig;
+    let off_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let on_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let mut off = InProcessBroker::start()?;
+    let mut on = InProcessBroker::start()?;
+    off.spawn(plantd_state::run(
+        state_config(&args, &off.endpoint, off_dir.path(), AuthConfig::off()),
+        off.shutdown.clone(),
+    ));
+    let identity = plantd_identity::IdentityConfig {
+        db: on_dir.path().join("bench-identity.db"),
+        broker_endpoint: on.endpoint.clone(),
+        health_host: "127.0.0.1".into(),
+        health_port: free_port(),
+        event_endpoint: String::new(),
+        log_level: "warn".into(),
+        ..plantd_identity::IdentityConfig::default()
+    };
+    let password_file = plantd_identity::admin_password_path(&identity);
+    on.spawn(plantd_identity::run(identity, on.shutdown.clone()));
+    let required = AuthConfig {
+        // No bus in the bench: revocations would arrive there; verification is the same.
+        event_endpoint: String::new(),
+        ..AuthConfig::default()
+    };
+    on.spawn(plantd_state::run(
+        state_config(&args, &on.endpoint, on_dir.path(), required),
+        on.shutdown.clone(),
+    ));
+    for endpoint in [&off.endpoint, &on.endpoint] {
+        super::wait_for_service(endpoint, STATE, Dialect::V02)?;
+    }
+    super::wait_for_service(&on.endpoint, "org.plantd.Identity", Dialect::V02)?;
+    let token = admin_token(&on.endpoint, &password_file)?;
+
+    let run_phase = |name, endpoint: &str, token: Option<&str>, set: bool| {
+        phase(
+            name,
+            endpoint,
+            STATE,
+            &args,
+            |c, i| {
+                if set {
+                    vec![b"state-set".to_vec(), body_with_token(c, i, true, token)]
+                } else {
+                    vec![
+                        b"state-get".to_vec(),
+                        body_with_token(c, i % 20, false, token),
+                    ]
+                }
+            },
+            success,
+        )
+    };
+    // Two rounds in ABBA order (off first, then required first), so drift during the run and
+    // whatever one phase leaves behind for the next (a WAL checkpoint) hit both alike.
+    let mut phases = Vec::new();
+    for round in 0..2 {
+        for set in [true, false] {
+            let (name_off, name_on) = if set {
+                ("set off", "set required")
+            } else {
+                ("get off", "get required")
+            };
+            let off_phase = || run_phase(name_off, &off.endpoint, None, set);
+            let on_phase = || run_phase(name_on, &on.endpoint, Some(&token), set);
+            if round == 0 {
+                phases.push(off_phase()?);
+                phases.push(on_phase()?);
+            } else {
+                phases.push(on_phase()?);
+                phases.push(off_phase()?);
+            }
+        }
+    }
+    let mean = |name: &str| {
+        let rates: Vec<f64> = phases
+            .iter()
+            .filter(|p| p.name == name)
+            .map(|p| p.rate)
+            .collect();
+        rates.iter().sum::<f64>() / rates.len() as f64
+    };
+    let set = mean("set required") / mean("set off");
+    let get = mean("get required") / mean("get off");
+    if json {
+        let list = phase_list(&phases);
+        println!(
+            "{}",
+            json!({
+                "mode": "state-auth", "clients": args.clients, "seconds": args.seconds,
+                "sessions": args.sessions, "credit": args.credit, "phases": list,
+                "set_ratio": set, "get_ratio": get,
+            })
+        );
+    } else {
+        println!(
+            "state, auth required vs off: {} clients, {} s per phase, {} sessions × credit {}",
+            args.clients, args.seconds, args.sessions, args.credit
+        );
+        for p in &phases {
+            println!("  {:<13} {:>9.0} req/s", p.name, p.rate);
+        }
+        println!("  state-set required / off {set:.2}×, state-get required / off {get:.2}×");
+    }
+    no_errors(&phases)
+}
+
+/// Logs in as the bootstrap admin whose password identity wrote to `password_file`.
+fn admin_token(endpoint: &str, password_file: &std::path::Path) -> Result<String> {
+    let password = std::fs::read_to_string(password_file)
+        .with_context(|| format!("cannot read {}", password_file.display()))?;
+    let body = json!({"identifier": "admin", "password": password.trim_end()});
+    let reply = Client::connect(endpoint)?
+        .with_timeout(Duration::from_secs(10))
+        .request(
+            "org.plantd.Identity",
+            vec![
+                b"auth".to_vec(),
+                b"login".to_vec(),
+                body.to_string().into_bytes(),
+            ],
+        )?;
+    let reply: serde_json::Value =
+        serde_json::from_slice(reply.first().map(Vec::as_slice).unwrap_or_default())
+            .context("identity sent a reply that is not JSON")?;
+    reply["data"]["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("admin login failed: {reply}"))
 }
