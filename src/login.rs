@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use plantd_worker_sdk::auth::credentials::{Credential, CredentialStore};
+use plantd_worker_sdk::curve::ClientCurve;
 use plantd_worker_sdk::Client;
 use serde_json::{json, Value};
 
@@ -20,14 +21,21 @@ const ADMIN: &str = "admin";
 pub struct AdminLogin {
     password_file: PathBuf,
     endpoint: String,
+    curve: Option<ClientCurve>,
 }
 
 impl AdminLogin {
-    /// For the identity configured as `identity`, reached through the broker at `endpoint`.
-    pub fn new(identity: &plantd_identity::IdentityConfig, endpoint: &str) -> Self {
+    /// For the identity configured as `identity`, reached through the broker at `endpoint` (as a
+    /// CURVE client with `curve`).
+    pub fn new(
+        identity: &plantd_identity::IdentityConfig,
+        endpoint: &str,
+        curve: Option<ClientCurve>,
+    ) -> Self {
         AdminLogin {
             password_file: plantd_identity::admin_password_path(identity),
             endpoint: endpoint.to_owned(),
+            curve,
         }
     }
 
@@ -51,7 +59,8 @@ impl AdminLogin {
                 ))
             }
         };
-        let client = Client::connect(&self.endpoint)?.with_timeout(Duration::from_secs(10));
+        let client = Client::connect_with(&self.endpoint, self.curve.clone())?
+            .with_timeout(Duration::from_secs(10));
         let body = json!({"identifier": ADMIN, "password": password});
         let reply = client
             .request(

@@ -115,8 +115,6 @@ struct System {
     metric: Option<plantd_module_metric::MetricModuleConfig>,
     /// Uses of deprecated configuration names, to log once logging is up.
     warnings: Vec<String>,
-    /// Whether identity runs (not with `--secure` until it takes CURVE settings).
-    identity_runs: bool,
 }
 
 impl System {
@@ -218,12 +216,10 @@ impl System {
             logger,
             metric,
             warnings,
-            identity_runs: true,
         })
     }
 
-    /// Puts every service on CURVE with `keys`. Identity cannot follow yet (it has no `curve`
-    /// section), so it stays off, and with it the token checks of state and the logger.
+    /// Puts every service on CURVE with `keys`; tokens stay required as without it.
     fn secure(&mut self, keys: &secure::SecureKeys) {
         self.broker.curve = keys.broker();
         self.echo.curve = keys.client("echo");
@@ -232,9 +228,7 @@ impl System {
         if let Some(metric) = &mut self.metric {
             metric.curve = keys.client("metric");
         }
-        self.identity_runs = false;
-        self.state.auth = plantd_worker_sdk::auth::AuthConfig::off();
-        self.logger.auth = plantd_worker_sdk::auth::AuthConfig::off();
+        self.identity.curve = keys.client("identity");
     }
 
     /// Every TCP port the services bind.
@@ -303,7 +297,6 @@ impl System {
                 "PLANTD_LOGGER_HEALTH_PORT",
             ),
         ];
-        health.retain(|(name, ..)| self.identity_runs || *name != "identity");
         if let Some(metric) = &self.metric {
             health.push((
                 "metric",
@@ -367,7 +360,6 @@ impl System {
                 ),
             ),
         ];
-        rows.retain(|(name, _)| self.identity_runs || *name != "identity");
         for b in self.broker.bus.active() {
             rows.push((
                 "bus",
@@ -444,7 +436,11 @@ fn up(args: UpArgs) -> Result<()> {
     let banner = system.banner();
     let advice = system.advice();
     let targets = system.ready_targets();
-    let admin = login::AdminLogin::new(&system.identity, &system.broker_endpoint);
+    let cli_curve = match &keys {
+        Some(keys) => keys.client("cli").client()?,
+        None => None,
+    };
+    let admin = login::AdminLogin::new(&system.identity, &system.broker_endpoint, cli_curve);
     let broker_endpoint = system.broker_endpoint.clone();
     let System {
         broker,
@@ -453,7 +449,6 @@ fn up(args: UpArgs) -> Result<()> {
         identity,
         logger,
         metric,
-        identity_runs,
         ..
     } = system;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -465,9 +460,7 @@ fn up(args: UpArgs) -> Result<()> {
         services.spawn(named("broker", plantd_broker::run(broker, shutdown.clone())));
         services.spawn(named("echo", plantd_module_echo::run(echo, shutdown.clone())));
         services.spawn(named("state", plantd_state::run(state, shutdown.clone())));
-        if identity_runs {
-            services.spawn(named("identity", plantd_identity::run(identity, shutdown.clone())));
-        }
+        services.spawn(named("identity", plantd_identity::run(identity, shutdown.clone())));
         services.spawn(named("logger", plantd_logger::run(logger, shutdown.clone())));
         if let Some(metric) = metric {
             services.spawn(named("metric", plantd_module_metric::run(metric, shutdown.clone())));
@@ -490,14 +483,17 @@ fn up(args: UpArgs) -> Result<()> {
         }
         // The quick start's `plant` commands need a login: write the admin's, as minikube
         // writes a kubeconfig. A failure here is reported but does not stop the system.
-        let login_note = match &keys {
-            Some(keys) => secure_note(keys, &broker_endpoint),
-            None => match tokio::task::spawn_blocking(move || admin.save_if_missing()).await {
-                Ok(Ok(note)) => note,
-                Ok(Err(e)) => format!("could not log the CLI in as admin: {e:#}"),
-                Err(e) => format!("could not log the CLI in as admin: {e}"),
-            },
+        // Under --secure, plant's CURVE settings first: the login goes through CURVE too.
+        let curve_note = keys
+            .as_ref()
+            .map(|keys| secure_note(keys, &broker_endpoint))
+            .unwrap_or_default();
+        let login_note = match tokio::task::spawn_blocking(move || admin.save_if_missing()).await {
+            Ok(Ok(note)) => note,
+            Ok(Err(e)) => format!("could not log the CLI in as admin: {e:#}"),
+            Err(e) => format!("could not log the CLI in as admin: {e}"),
         };
+        let login_note = format!("{curve_note}{login_note}");
         println!("{banner}{login_note}\n{advice}");
 
         let mut failed = None;
@@ -523,7 +519,6 @@ fn secure_note(keys: &secure::SecureKeys, endpoint: &str) -> String {
     format!(
         "  curve    every socket encrypted · keys and allow list in {} ({made})
   {profile}
-           identity does not run with --secure yet (it takes no CURVE keys), so state and the          logger check no tokens
 ",
         keys.dir().display()
     )

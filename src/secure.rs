@@ -5,9 +5,8 @@
 //! key the policy its process needs. Every service then connects as a CURVE client of the broker,
 //! and `$XDG_CONFIG_HOME/plantd/curve.json` gets the CLI's settings for the broker's endpoint, so
 //! `plant` talks to it with no flag.
-//!
-//! The identity service has no `curve` section yet, so a secure `up` runs without it (and the
-//! state service and the logger without token checks), and says so.
+//! Tokens are required as without `--secure`: CURVE decides which processes may connect and what
+//! each may register or call, tokens decide what each user may do.
 
 use std::path::{Path, PathBuf};
 

@@ -408,7 +408,9 @@ fn plantd_up_secure_runs_everything_on_curve_and_plant_needs_no_flag() {
         plantd.banner
     );
     let keys = dir.path().join("plantd-data/keys");
-    for name in ["broker", "echo", "state", "logger", "metric", "cli"] {
+    for name in [
+        "broker", "echo", "state", "identity", "logger", "metric", "cli",
+    ] {
         let mode = std::fs::metadata(keys.join(format!("{name}.key")))
             .expect("key written")
             .permissions()
@@ -418,6 +420,30 @@ fn plantd_up_secure_runs_everything_on_curve_and_plant_needs_no_flag() {
     assert!(dir.path().join(".config/plantd/curve.json").is_file());
     // plant finds its keys for this endpoint in curve.json: no flag.
     assert_eq!(plantd.plant_ok(&["echo", "hi"]).trim(), "hi");
+    // Identity runs on CURVE too, and tokens are still required: up logged plant in as admin
+    // through CURVE, and state verifies that token against identity.
+    assert!(
+        plantd.banner.contains("CLI logged in as admin"),
+        "{}",
+        plantd.banner
+    );
+    plantd.plant_ok(&["state", "set", "--scope", "secure", "k", "v"]);
+    let got = plant_json(&plantd, &["state", "get", "--scope", "secure", "k"]);
+    assert_eq!(got["value"], "v", "{got}");
+    let forged = plantd.plant(&[
+        "--token",
+        "not.a.token",
+        "state",
+        "get",
+        "--scope",
+        "secure",
+        "k",
+    ]);
+    let stderr = String::from_utf8_lossy(&forged.stderr);
+    assert!(
+        !forged.status.success() && stderr.contains("UNAUTHENTICATED"),
+        "{forged:?}"
+    );
     // A client without keys is told why it cannot get in, not left to time out.
     let error = plantd_worker_sdk::Client::connect(&plantd.endpoint)
         .unwrap()

@@ -44,6 +44,10 @@ pub struct IdentityConfig {
     /// Frontend of the `event` bus where revocations, changes and audit events go; empty
     /// disables publishing.
     pub event_endpoint: String,
+    /// CURVE keys (`curve.secret_key_file`, `curve.server_key` or `curve.server_key_file`;
+    /// `PLANTD_IDENTITY_CURVE__...`): with them the worker and the event publisher are CURVE
+    /// clients of the broker. Unset: plain.
+    pub curve: plantd_worker_sdk::curve::CurveConfig,
     /// Token lifetimes.
     pub tokens: TokenConfig,
     /// Account lockout after failed logins.
@@ -165,6 +169,7 @@ impl Default for IdentityConfig {
             probe_interval_secs: 5,
             integrity_check_interval_secs: 3600,
             event_endpoint: "tcp://127.0.0.1:12000".into(),
+            curve: Default::default(),
             tokens: TokenConfig::default(),
             lockout: LockoutConfig::default(),
             rate_limit: RateLimitConfig::default(),

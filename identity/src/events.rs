@@ -11,7 +11,8 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use plantd_worker_sdk::auth::events::{
     Changed, Revoked, AUDIT_TOPIC_PREFIX, CHANGED_TOPIC, REVOKED_TOPIC,
 };
-use plantd_worker_sdk::bus::{BusError, Event, Publisher};
+use plantd_worker_sdk::bus::{BusError, Event, Publisher, DEFAULT_HIGH_WATER_MARK};
+use plantd_worker_sdk::curve::ClientCurve;
 use prometheus::IntCounter;
 
 use crate::ops::SERVICE_NAME;
@@ -28,10 +29,11 @@ pub struct Events {
 }
 
 impl Events {
-    /// Connects to the bus frontend `endpoint` (empty: publishing disabled) and starts the
-    /// publishing thread, which ends when every clone is dropped.
+    /// Connects to the bus frontend `endpoint` (empty: publishing disabled; a CURVE client with
+    /// `curve`) and starts the publishing thread, which ends when every clone is dropped.
     pub fn connect(
         endpoint: &str,
+        curve: Option<&ClientCurve>,
         published: IntCounter,
         dropped: IntCounter,
     ) -> Result<Self, BusError> {
@@ -41,7 +43,8 @@ impl Events {
                 dropped: None,
             });
         }
-        let publisher = Publisher::connect(endpoint)?;
+        let (publisher, _monitor) =
+            Publisher::connect_with(endpoint, DEFAULT_HIGH_WATER_MARK, curve)?;
         let (tx, rx) = mpsc::sync_channel::<(String, Event)>(QUEUE_CAPACITY);
         let thread_dropped = dropped.clone();
         let spawned = std::thread::Builder::new()

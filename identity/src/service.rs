@@ -120,8 +120,13 @@ pub async fn run(config: IdentityConfig, shutdown: Shutdown) -> Result<(), Ident
     let broker_check = health.check("broker_connection");
     let database_check = DatabaseCheck::new(health.check("database"));
 
+    let curve = config
+        .curve
+        .client()
+        .map_err(|e| IdentityError::Config(format!("curve: {e}")))?;
     let events = Events::connect(
         &config.event_endpoint,
+        curve.as_ref(),
         metrics.events_published.clone(),
         metrics.events_dropped.clone(),
     )?;
@@ -173,6 +178,7 @@ pub async fn run(config: IdentityConfig, shutdown: Shutdown) -> Result<(), Ident
         .heartbeat(Duration::from_millis(config.heartbeat_ms.max(1)))
         .liveness(config.liveness)
         .concurrency(config.concurrency)
+        .curve(curve)
         .connection_check(broker_check)
         // Requests run on each session's handler thread: password hashing there never delays
         // the session's heartbeats.

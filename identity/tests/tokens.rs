@@ -177,7 +177,10 @@ fn logout_revokes_access_and_refresh_tokens_and_verifiers_hear_of_it() {
         event_endpoint: h.bus_backend.clone(),
         ..AuthConfig::default()
     };
-    let verifier = auth.start(&h.endpoint, shutdown.clone()).unwrap().unwrap();
+    let verifier = auth
+        .start(&h.endpoint, None, shutdown.clone())
+        .unwrap()
+        .unwrap();
     wait_for("the verifier to connect to the event bus", || {
         verifier.stats().events_connected
     });

@@ -120,10 +120,17 @@ async fn serve_queries(
         metrics.clone(),
         config.max_query_rows,
     );
+    let curve = config
+        .curve
+        .client()
+        .map_err(|e| LoggerError::Config(format!("curve: {e}")))?;
     // The verifier's listener thread stops when this function returns, however it returns.
     let auth_stop = shutdown.child_token();
     let _auth_stop = auth_stop.clone().drop_guard();
-    let ops = match config.auth.start(&config.broker_endpoint, auth_stop) {
+    let ops = match config
+        .auth
+        .start(&config.broker_endpoint, curve.as_ref(), auth_stop)
+    {
         Ok(Some(verifier)) => ops.with_verifier(verifier),
         Ok(None) => {
             tracing::warn!("auth.mode is off: anyone who reaches the broker may query the logger");
@@ -132,10 +139,6 @@ async fn serve_queries(
         Err(e) => return Err(LoggerError::Config(format!("auth: {e}"))),
     };
     let ops = Arc::new(ops);
-    let curve = config
-        .curve
-        .client()
-        .map_err(|e| LoggerError::Config(format!("curve: {e}")))?;
     let worker = Worker::builder(SERVICE)
         .endpoint(config.broker_endpoint.clone())
         .dialect(config.protocol)

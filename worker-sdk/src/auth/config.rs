@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{events, AuthError, MdpIdentity, TokenVerifier};
+use crate::curve::ClientCurve;
 use crate::Shutdown;
 
 /// Whether a service checks tokens.
@@ -63,10 +64,13 @@ impl AuthConfig {
     }
 
     /// Under `required`, a verifier asking identity through the broker at `broker_endpoint`, fed
-    /// by the event bus, until `shutdown`; `None` under `off`.
+    /// by the event bus, until `shutdown`; `None` under `off`. With `curve`, both connections are
+    /// CURVE clients with the service's own keys (the broker's allow list must let it call
+    /// identity and subscribe to the event bus).
     pub fn start(
         &self,
         broker_endpoint: &str,
+        curve: Option<&ClientCurve>,
         shutdown: Shutdown,
     ) -> Result<Option<TokenVerifier>, AuthError> {
         if !self.is_required() {
@@ -76,11 +80,13 @@ impl AuthConfig {
             broker_endpoint,
             &self.identity_service,
             Duration::from_millis(self.timeout_ms.max(1)),
+            curve.cloned(),
         )?;
         let verifier = TokenVerifier::new(source);
         events::listen(
             verifier.clone(),
             &self.event_endpoint,
+            curve,
             Duration::from_secs(self.key_refresh_secs.max(1)),
             shutdown,
         )?;

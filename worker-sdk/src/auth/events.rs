@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuthError, TokenVerifier};
 use crate::bus::{Event, Subscriber};
+use crate::curve::ClientCurve;
 use crate::Shutdown;
 
 /// Sessions ended: every token of them is refused from now on.
@@ -72,10 +73,12 @@ const POLL: Duration = Duration::from_millis(200);
 const FIRST_FETCH_RETRY: Duration = Duration::from_secs(1);
 
 /// Starts the thread that feeds `verifier` from the event bus backend at `endpoint` (empty: no
-/// subscription, keys only) and refreshes its keys every `key_refresh`. Ends on `shutdown`.
+/// subscription, keys only; a CURVE client with `curve`) and refreshes its keys every
+/// `key_refresh`. Ends on `shutdown`.
 pub fn listen(
     verifier: TokenVerifier,
     endpoint: &str,
+    curve: Option<&ClientCurve>,
     key_refresh: Duration,
     shutdown: Shutdown,
 ) -> Result<JoinHandle<()>, AuthError> {
@@ -83,7 +86,7 @@ pub fn listen(
         None
     } else {
         let cannot = |e| AuthError::Unavailable(format!("cannot subscribe to {endpoint}: {e}"));
-        let (subscriber, monitor) = Subscriber::connect_monitored(endpoint, 0).map_err(cannot)?;
+        let (subscriber, monitor) = Subscriber::connect_with(endpoint, 0, curve).map_err(cannot)?;
         subscriber
             .subscribe("org.plantd.identity.")
             .map_err(cannot)?;

@@ -9,7 +9,7 @@
 //! ```no_run
 //! use plantd_worker_sdk::auth::{AuthConfig, TokenVerifier};
 //! # fn demo(shutdown: plantd_worker_sdk::Shutdown) -> Result<(), plantd_worker_sdk::auth::AuthError> {
-//! let verifier = AuthConfig::default().start("tcp://127.0.0.1:9797", shutdown)?.expect("mode required");
+//! let verifier = AuthConfig::default().start("tcp://127.0.0.1:9797", None, shutdown)?.expect("mode required");
 //! // In a handler, with the request's `token` field:
 //! let principal = verifier.authorize(Some("eyJ..."), "greeter:hello:call")?;
 //! println!("hello, {}", principal.username);

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{AuthError, PublicKeys};
 use crate::client::Client;
+use crate::curve::ClientCurve;
 
 /// A user's current grants, as `auth/validate` reports them from identity's data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,9 +94,14 @@ pub struct MdpIdentity {
 
 impl MdpIdentity {
     /// A source asking `service` (normally `org.plantd.Identity`) through the broker at
-    /// `endpoint`, each call waiting at most `timeout`.
-    pub fn connect(endpoint: &str, service: &str, timeout: Duration) -> Result<Self, AuthError> {
-        let client = Client::connect(endpoint)
+    /// `endpoint` (as a CURVE client with `curve`), each call waiting at most `timeout`.
+    pub fn connect(
+        endpoint: &str,
+        service: &str,
+        timeout: Duration,
+        curve: Option<ClientCurve>,
+    ) -> Result<Self, AuthError> {
+        let client = Client::connect_with(endpoint, curve)
             .map_err(|e| AuthError::Unavailable(format!("cannot reach the broker: {e}")))?
             .with_timeout(timeout);
         Ok(MdpIdentity {

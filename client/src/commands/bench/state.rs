@@ -281,8 +281,8 @@ fn run_auth(args: StateBenchArgs, json: bool) -> Result<()> {
     use plantd_worker_sdk::auth::AuthConfig;
     let off_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let on_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let mut off = InProcessBroker::start()?;
-    let mut on = InProcessBroker::start()?;
+    let mut off = InProcessBroker::start(None)?;
+    let mut on = InProcessBroker::start(None)?;
     off.spawn(plantd_state::run(
         state_config(&args, &off.endpoint, off_dir.path(), AuthConfig::off()),
         off.shutdown.clone(),
@@ -308,9 +308,9 @@ fn run_auth(args: StateBenchArgs, json: bool) -> Result<()> {
         on.shutdown.clone(),
     ));
     for endpoint in [&off.endpoint, &on.endpoint] {
-        super::wait_for_service(endpoint, STATE, Dialect::V02)?;
+        super::wait_for_service(endpoint, STATE, Dialect::V02, None)?;
     }
-    super::wait_for_service(&on.endpoint, "org.plantd.Identity", Dialect::V02)?;
+    super::wait_for_service(&on.endpoint, "org.plantd.Identity", Dialect::V02, None)?;
     let token = admin_token(&on.endpoint, &password_file)?;
 
     let run_phase = |name, endpoint: &str, token: Option<&str>, set: bool| {
