@@ -218,6 +218,27 @@ fn t2_an_unknown_key_is_refused_reported_and_counted() {
 /// connections with it; its open connection is refused per request (`403`).
 #[test]
 fn t2_removing_a_key_and_sighup_stops_it() {
+    removing_a_key_stops_it(Reload::Sighup);
+}
+
+/// The same without a signal: the broker sees the file change on its own.
+#[test]
+fn t2_removing_a_key_from_the_file_stops_it_without_a_signal() {
+    removing_a_key_stops_it(Reload::FileChange);
+}
+
+/// What makes the broker reload its allow list.
+#[derive(Clone, Copy)]
+enum Reload {
+    Sighup,
+    FileChange,
+}
+
+fn removing_a_key_stops_it(reload: Reload) {
+    let interval_ms = match reload {
+        Reload::Sighup => "0",
+        Reload::FileChange => "50",
+    };
     let mut keyring = Keyring::new();
     let key = keyring.add("client", "call=*");
     let dir = tempfile::tempdir().unwrap();
@@ -238,7 +259,7 @@ fn t2_removing_a_key_and_sighup_stops_it() {
                 keyring.secret_file("broker"),
             )
             .env("PLANTD_BROKER_CURVE__AUTHORIZED_KEYS", keyring.list_file())
-            .env("PLANTD_BROKER_CURVE__RELOAD_INTERVAL_MS", "0")
+            .env("PLANTD_BROKER_CURVE__RELOAD_INTERVAL_MS", interval_ms)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -257,11 +278,13 @@ fn t2_removing_a_key_and_sighup_stops_it() {
     let old = client(&endpoint, &key);
     old.broker_info().expect("the listed key works");
     keyring.remove("client");
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    if let Reload::Sighup = reload {
+        let hup = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+    }
     wait_until("the allow list is reloaded", || {
         metric_value(
             &metrics(),
