@@ -143,9 +143,8 @@ impl Context {
         // the broker's queue, whose time limit may be far longer than ours) from a slow worker.
         match probe.service_available(service) {
             Err(ClientError::Timeout | ClientError::BrokerDisconnected) => unreachable,
-            Ok(false) => CliError::Request {
+            Ok(false) => CliError::NoWorker {
                 service: service.to_owned(),
-                source: ClientError::NotFound,
             },
             _ => CliError::Timeout {
                 service: service.to_owned(),

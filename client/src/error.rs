@@ -41,6 +41,13 @@ pub enum CliError {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// The request timed out and the broker has no worker for the service: the request may still
+    /// be waiting in the broker's queue, where a worker that registers in time would serve it.
+    #[error("no such service: {service} (no worker is registered for it; the request stays queued at the broker until its queue_ttl_ms, 30 s by default, and a worker registering meanwhile still carries it out)")]
+    NoWorker {
+        /// The service called.
+        service: String,
+    },
     /// The broker or the worker answered with an error.
     #[error("{}", describe(service, source))]
     Request {

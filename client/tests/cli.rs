@@ -243,9 +243,12 @@ fn a_request_to_a_missing_service_is_reported_after_the_cli_timeout_not_the_brok
         .args(["request", "org.plantd.Nobody", "x"])
         .output()
         .unwrap();
+    // The request is still queued at the broker: plant says so rather than that it failed.
     assert_eq!(
         failed(&output),
-        "error: no such service: org.plantd.Nobody (no worker is registered for it)"
+        "error: no such service: org.plantd.Nobody (no worker is registered for it; the request \
+         stays queued at the broker until its queue_ttl_ms, 30 s by default, and a worker \
+         registering meanwhile still carries it out)"
     );
     assert!(
         started.elapsed() < Duration::from_secs(15),
