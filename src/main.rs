@@ -6,6 +6,8 @@
 //! values that must agree across services, and `--port-offset` moves every port at once so a
 //! second system can run beside the first ([`ports`]).
 //!
+//! `up --only state,echo` / `--except logger` runs some of the services ([`select`]).
+//!
 //! `up --secure` runs everything on CURVE, with keys made on the first run ([`secure`]).
 //!
 //! `up` checks that every port is free before starting anything, and says it is up only once
@@ -16,6 +18,7 @@ mod login;
 mod ports;
 mod ready;
 mod secure;
+mod select;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,6 +92,8 @@ struct UpArgs {
     /// first run), the CLI's settings for the endpoint in $XDG_CONFIG_HOME/plantd/curve.json.
     #[arg(long, env = "PLANTD_UP_SECURE")]
     secure: bool,
+    #[command(flatten)]
+    select: select::SelectArgs,
 }
 
 /// No per-service overrides beyond what `plantd up` sets explicitly.
@@ -115,6 +120,9 @@ struct System {
     metric: Option<plantd_module_metric::MetricModuleConfig>,
     /// Uses of deprecated configuration names, to log once logging is up.
     warnings: Vec<String>,
+    /// The services that run (`--only`, `--except`); every one is configured regardless, so a
+    /// bad setting is reported even for a service left out this time.
+    selection: select::Selection,
 }
 
 impl System {
@@ -216,6 +224,7 @@ impl System {
             logger,
             metric,
             warnings,
+            selection: args.select.selection()?,
         })
     }
 
@@ -305,6 +314,7 @@ impl System {
                 "PLANTD_METRIC_HEALTH_PORT",
             ));
         }
+        health.retain(|(name, ..)| self.selection.runs(name));
         health
     }
 
@@ -360,6 +370,7 @@ impl System {
                 ),
             ),
         ];
+        rows.retain(|(name, _)| self.selection.runs(name));
         for b in self.broker.bus.active() {
             rows.push((
                 "bus",
@@ -369,7 +380,11 @@ impl System {
                 ),
             ));
         }
-        if let Some(metric) = &self.metric {
+        if let Some(metric) = self
+            .metric
+            .as_ref()
+            .filter(|_| self.selection.runs("metric"))
+        {
             rows.push((
                 "metric",
                 format!(
@@ -442,6 +457,7 @@ fn up(args: UpArgs) -> Result<()> {
     };
     let admin = login::AdminLogin::new(&system.identity, &system.broker_endpoint, cli_curve);
     let broker_endpoint = system.broker_endpoint.clone();
+    let selection = system.selection.clone();
     let System {
         broker,
         echo,
@@ -458,11 +474,19 @@ fn up(args: UpArgs) -> Result<()> {
         let shutdown = Shutdown::new();
         let mut services = JoinSet::new();
         services.spawn(named("broker", plantd_broker::run(broker, shutdown.clone())));
-        services.spawn(named("echo", plantd_module_echo::run(echo, shutdown.clone())));
-        services.spawn(named("state", plantd_state::run(state, shutdown.clone())));
-        services.spawn(named("identity", plantd_identity::run(identity, shutdown.clone())));
-        services.spawn(named("logger", plantd_logger::run(logger, shutdown.clone())));
-        if let Some(metric) = metric {
+        if selection.runs("echo") {
+            services.spawn(named("echo", plantd_module_echo::run(echo, shutdown.clone())));
+        }
+        if selection.runs("state") {
+            services.spawn(named("state", plantd_state::run(state, shutdown.clone())));
+        }
+        if selection.runs("identity") {
+            services.spawn(named("identity", plantd_identity::run(identity, shutdown.clone())));
+        }
+        if selection.runs("logger") {
+            services.spawn(named("logger", plantd_logger::run(logger, shutdown.clone())));
+        }
+        if let Some(metric) = metric.filter(|_| selection.runs("metric")) {
             services.spawn(named("metric", plantd_module_metric::run(metric, shutdown.clone())));
         }
 
@@ -488,10 +512,13 @@ fn up(args: UpArgs) -> Result<()> {
             .as_ref()
             .map(|keys| secure_note(keys, &broker_endpoint))
             .unwrap_or_default();
-        let login_note = match tokio::task::spawn_blocking(move || admin.save_if_missing()).await {
+        let login_note = match selection.runs("identity") {
+            false => "identity is not running (--only/--except): no CLI login was saved".into(),
+            true => match tokio::task::spawn_blocking(move || admin.save_if_missing()).await {
             Ok(Ok(note)) => note,
             Ok(Err(e)) => format!("could not log the CLI in as admin: {e:#}"),
             Err(e) => format!("could not log the CLI in as admin: {e}"),
+            },
         };
         let login_note = format!("{curve_note}{login_note}");
         println!("{banner}{login_note}\n{advice}");

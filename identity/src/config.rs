@@ -23,6 +23,7 @@ pub struct IdentityConfig {
     /// SQLite database file (`PLANTD_IDENTITY_DB`).
     pub db: PathBuf,
     /// Broker MDP endpoint (`PLANTD_IDENTITY_BROKER_ENDPOINT`).
+    /// Several brokers, comma-separated, get one worker session set each (DESIGN.md §8).
     pub broker_endpoint: String,
     /// MDP version spoken to the broker: `0.2` (default), `0.1` or `go`.
     pub protocol: Dialect,

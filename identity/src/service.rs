@@ -173,7 +173,9 @@ pub async fn run(config: IdentityConfig, shutdown: Shutdown) -> Result<(), Ident
     });
     let handler = identity.clone();
     let worker = Worker::builder(SERVICE_NAME)
-        .endpoint(config.broker_endpoint.clone())
+        .endpoints(plantd_worker_sdk::config::broker_endpoints(
+            &config.broker_endpoint,
+        ))
         .dialect(config.protocol)
         .heartbeat(Duration::from_millis(config.heartbeat_ms.max(1)))
         .liveness(config.liveness)

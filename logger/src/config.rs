@@ -21,6 +21,7 @@ use crate::error::LoggerError;
 #[serde(default)]
 pub struct LoggerConfig {
     /// Broker MDP endpoint the `org.plantd.Logger` worker registers with.
+    /// Several brokers, comma-separated, get one worker session set each (DESIGN.md §8).
     pub broker_endpoint: String,
     /// MDP version spoken to the broker: `0.2` (default), `0.1` (zguide brokers) or `go`.
     pub protocol: Dialect,

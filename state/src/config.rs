@@ -23,6 +23,7 @@ pub struct StateConfig {
     /// SQLite database file (`PLANTD_STATE_DB`).
     pub db: PathBuf,
     /// Broker MDP endpoint (`PLANTD_STATE_BROKER_ENDPOINT`).
+    /// Several brokers, comma-separated, get one worker session set each (DESIGN.md §8).
     pub broker_endpoint: String,
     /// MDP version spoken to the broker (`PLANTD_STATE_PROTOCOL`): `0.2` (default), `0.1`
     /// (zguide brokers) or `go`.

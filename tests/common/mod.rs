@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use plantd_worker_sdk::testing::WAIT_DEADLINE;
 
+pub mod ops;
+
 /// Every port `plantd up` binds by default: MDP, the health ports of broker, state, logger, echo
 /// and metric, and the three buses' frontends and backends.
 pub const DEFAULT_PORTS: [u16; 13] = [

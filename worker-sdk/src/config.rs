@@ -8,13 +8,19 @@
 //! A service that was renamed keeps reading its former name ([`load_with_former_name`]): the old
 //! variables and file still work, below the new ones, and each use is reported so the caller can
 //! warn. Silently ignoring a variable someone set is the failure this exists to prevent.
+//!
+//! For the same reason a key that no field of the configuration reads — a misspelled
+//! `PLANTD_STATE_DBB`, a `databse:` line in `state.yaml` — is an error naming the key and where it
+//! was set ([`ConfigError::UnknownKeys`]). `PLANTD_<SERVICE>_CONFIG` names the file and is not a
+//! key.
 
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::Figment;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use figment::Source;
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Why a configuration could not be loaded.
@@ -26,6 +32,45 @@ pub enum ConfigError {
     /// A value has the wrong type, a file is not valid YAML, and so on.
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    /// Keys (environment variables or file entries) that no setting reads: most likely
+    /// misspelled, and ignoring them would hide that.
+    #[error("unknown configuration {}: {}", if .0.len() == 1 { "key" } else { "keys" }, list(.0))]
+    UnknownKeys(Vec<UnknownKey>),
+}
+
+/// A configuration key no setting reads, and where it was set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// The key as a dotted path, `dbb` or `backup.intervl_secs`.
+    pub key: String,
+    /// Where it came from: `environment variable PLANTD_STATE_DBB` or `file ./state.yaml`.
+    pub source: String,
+}
+
+impl std::fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (from {})", self.key, self.source)
+    }
+}
+
+fn list(keys: &[UnknownKey]) -> String {
+    let items: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    items.join(", ")
+}
+
+/// A value deserialized together with the paths of every key it ignored.
+struct Checked<T> {
+    value: T,
+    ignored: Vec<String>,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut ignored = Vec::new();
+        let value =
+            serde_ignored::deserialize(deserializer, |path| ignored.push(path.to_string()))?;
+        Ok(Checked { value, ignored })
+    }
 }
 
 /// The environment prefix of a service: `broker` → `PLANTD_BROKER_`.
@@ -125,9 +170,46 @@ where
     figment = figment
         .merge(env(service))
         .merge(Serialized::defaults(overrides));
-    figment
+    let checked: Checked<T> = figment
         .extract()
-        .map_err(|e| ConfigError::Invalid(Box::new(e)))
+        .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+    let prefixes: Vec<String> = std::iter::once(service)
+        .chain(former)
+        .map(env_prefix)
+        .collect();
+    let unknown: Vec<UnknownKey> = checked
+        .ignored
+        .iter()
+        .filter_map(|key| unknown_key(&figment, key, &prefixes))
+        .collect();
+    if unknown.is_empty() {
+        Ok(checked.value)
+    } else {
+        Err(ConfigError::UnknownKeys(unknown))
+    }
+}
+
+/// Where the ignored `key` was set, if a person set it (a file or the environment); keys from
+/// the code's own layers (defaults, flags) are not a user's typo.
+fn unknown_key(figment: &Figment, key: &str, prefixes: &[String]) -> Option<UnknownKey> {
+    let metadata = figment.find_metadata(key)?;
+    let source = match &metadata.source {
+        Some(Source::File(path)) => format!("file {}", path.display()),
+        _ if metadata.name.contains("environment") => {
+            let suffix = key.replace('.', "__").to_uppercase();
+            let name = prefixes
+                .iter()
+                .map(|prefix| format!("{prefix}{suffix}"))
+                .find(|name| std::env::var_os(name).is_some())
+                .unwrap_or_else(|| format!("{}{suffix}", prefixes[0]));
+            format!("environment variable {name}")
+        }
+        _ => return None,
+    };
+    Some(UnknownKey {
+        key: key.to_owned(),
+        source,
+    })
 }
 
 /// One message per `PLANTD_<FORMER>_*` variable set: read in place of its new name, or ignored
@@ -148,6 +230,27 @@ fn former_variables(service: &str, former: &str) -> Vec<String> {
         .collect();
     notes.sort();
     notes
+}
+
+/// The brokers a worker's `broker_endpoint` setting names: one endpoint, or several separated by
+/// commas (`tcp://broker-0:9797,tcp://broker-1:9797`), for a worker that serves every broker of
+/// a scaled-out system (DESIGN.md §8). Empty items are skipped.
+pub fn broker_endpoints(setting: &str) -> Vec<String> {
+    setting
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The broker a service's own client calls (identity for tokens) goes through: the first one
+/// its `broker_endpoint` setting names.
+pub fn first_broker_endpoint(setting: &str) -> String {
+    broker_endpoints(setting)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 /// Prints the effective configuration as pretty JSON on stdout (`--print-config`).
@@ -241,6 +344,69 @@ mod tests {
             assert!(e.to_string().contains("expected 0.1, 0.2 or go"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn unknown_keys_in_the_environment_or_a_file_are_errors_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PLANTD_UNKTEST_CONFIG", "unktest.yaml");
+            jail.create_file("unktest.yaml", "port: 1\nnested:\n  levle: x\n")?;
+            jail.set_env("PLANTD_UNKTEST_ENDPIONT", "tcp://x:1");
+            jail.set_env("PLANTD_UNKTEST_PORT", "2");
+            let e = load::<Sample>("unktest", None, Flags { port: None }).unwrap_err();
+            let ConfigError::UnknownKeys(keys) = &e else {
+                panic!("{e}")
+            };
+            let mut keys = keys.clone();
+            keys.sort_by(|a, b| a.key.cmp(&b.key));
+            assert_eq!(keys.len(), 2, "{e}");
+            assert_eq!(keys[0].key, "endpiont");
+            assert_eq!(
+                keys[0].source,
+                "environment variable PLANTD_UNKTEST_ENDPIONT"
+            );
+            assert_eq!(keys[1].key, "nested.levle");
+            assert!(keys[1].source.contains("unktest.yaml"), "{e}");
+            let text = e.to_string();
+            assert!(
+                text.starts_with("unknown configuration keys: ")
+                    && text.contains("PLANTD_UNKTEST_ENDPIONT"),
+                "{text}"
+            );
+
+            // Fixed, the same setup loads; PLANTD_<SERVICE>_CONFIG is not a key.
+            jail.create_file("unktest.yaml", "port: 1\nnested:\n  level: x\n")?;
+            std::env::remove_var("PLANTD_UNKTEST_ENDPIONT");
+            let c: Sample = load("unktest", None, Flags { port: None }).unwrap();
+            assert_eq!((c.port, c.nested.level.as_str()), (2, "x"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_variable_of_a_former_name_is_named_as_set() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PLANTD_OLD_UNK_PROT", "1");
+            let e =
+                load_with_former_name::<Sample>("newunk", "old-unk", None, Flags { port: None })
+                    .unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("prot (from environment variable PLANTD_OLD_UNK_PROT)"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_broker_endpoint_setting_may_list_several_brokers() {
+        assert_eq!(broker_endpoints("tcp://a:1"), ["tcp://a:1"]);
+        assert_eq!(
+            broker_endpoints(" tcp://a:1, tcp://b:1,,"),
+            ["tcp://a:1", "tcp://b:1"]
+        );
+        assert_eq!(first_broker_endpoint("tcp://a:1,tcp://b:1"), "tcp://a:1");
     }
 
     #[test]

@@ -116,7 +116,60 @@ where
         line.insert("target".into(), event.metadata().target().into());
         let message = fields.0.remove("message").unwrap_or_default();
         line.insert("message".into(), message);
-        line.extend(fields.0);
+        for (name, value) in fields.0 {
+            // An event field must not replace the line's own keys: `service` is the process
+            // (what Loki labels by), so an event's `service = "org.plantd.State"` is
+            // `field.service`.
+            let name = match line.contains_key(&name) {
+                true => format!("field.{name}"),
+                false => name,
+            };
+            line.insert(name, value);
+        }
         writeln!(writer, "{}", serde_json::Value::Object(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_has_the_design_keys_and_event_fields_never_replace_them() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .event_format(JsonLine {
+                service: "plantd-test".into(),
+            })
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(service = "org.plantd.State", port = 8082, "started");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["service"], "plantd-test", "{line}");
+        assert_eq!(line["field.service"], "org.plantd.State", "{line}");
+        assert_eq!(
+            (line["level"].as_str(), line["message"].as_str()),
+            (Some("warn"), Some("started"))
+        );
+        assert_eq!(line["port"], 8082);
+        assert!(chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str().unwrap()).is_ok());
     }
 }

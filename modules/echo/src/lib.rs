@@ -25,6 +25,7 @@ pub const SERVICE: &str = "org.plantd.module.Echo";
 #[serde(default)]
 pub struct EchoConfig {
     /// Broker MDP endpoint to register with.
+    /// Several brokers, comma-separated, get one worker session set each (DESIGN.md §8).
     pub broker_endpoint: String,
     /// MDP version spoken to the broker: `0.2` (default), `0.1` (zguide brokers) or `go`.
     pub protocol: Dialect,
@@ -101,7 +102,9 @@ pub async fn run(config: EchoConfig, shutdown: Shutdown) -> Result<(), EchoError
         .client()
         .map_err(|e| EchoError::Config(format!("curve: {e}")))?;
     let worker = Worker::builder(SERVICE)
-        .endpoint(&config.broker_endpoint)
+        .endpoints(plantd_worker_sdk::config::broker_endpoints(
+            &config.broker_endpoint,
+        ))
         .curve(curve)
         .dialect(config.protocol)
         .heartbeat(Duration::from_millis(config.heartbeat_interval_ms))
