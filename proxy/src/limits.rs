@@ -3,7 +3,8 @@
 //! token buckets, `429` with `Retry-After`), the cap on requests in flight (`503`), and the
 //! per-request timeout (`X-Request-Timeout`, capped).
 
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -77,6 +78,8 @@ pub struct RateLimits {
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Keyed by a hash of the token, so no token is kept in memory longer than its request.
     per_token: Option<DefaultKeyedRateLimiter<u64>>,
+    /// Seeded per process, so nobody can craft a token that shares another's bucket.
+    token_hasher: RandomState,
 }
 
 /// Which limit refused a request.
@@ -111,6 +114,7 @@ impl RateLimits {
                 .map(RateLimiter::keyed),
             per_token: quota(config.per_token_per_second, config.per_token_burst)
                 .map(RateLimiter::keyed),
+            token_hasher: RandomState::new(),
         }
     }
 
@@ -127,10 +131,8 @@ impl RateLimits {
                 .map_err(|n| (Limit::Address, wait(n)))?;
         }
         if let (Some(limiter), Some(token)) = (&self.per_token, token) {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            token.hash(&mut hasher);
             limiter
-                .check_key(&hasher.finish())
+                .check_key(&self.token_hasher.hash_one(token))
                 .map_err(|n| (Limit::Token, wait(n)))?;
         }
         Ok(())
