@@ -173,3 +173,44 @@ fn healthz_on_both_ports_and_metrics_count_requests() {
     let response = s.http.get(s.url("/metrics")).send().unwrap();
     assert_eq!(response.status().as_u16(), 404);
 }
+
+#[test]
+fn forwarded_for_reaches_identity_only_from_a_trusted_proxy() {
+    let mut s = System::new();
+    s.start_identity();
+    // The test client is 127.0.0.1: trusted as a reverse proxy here.
+    s.proxy.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    s.start_proxy();
+    let admin = s.admin_token();
+    let config = s.identity.clone().unwrap();
+    let password = std::fs::read_to_string(plantd_identity::admin_password_path(&config)).unwrap();
+    let login = |forwarded: &str| {
+        let response = s
+            .http
+            .post(s.url("/api/v1/services/org.plantd.Identity/auth/login"))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"identifier": "admin", "password": password.trim_end(), "ip_address": "6.6.6.6"}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    };
+    // The client-written left entry proves nothing; the one the trusted proxy added counts.
+    login("198.51.100.1, 203.0.113.9");
+    let (status, reply) = s.post(
+        "/api/v1/services/org.plantd.Identity/audit/list",
+        json!({"action": "login.ok"}),
+        Some(&admin),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let sources: Vec<&str> = reply["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["source"].as_str())
+        .collect();
+    assert!(sources.contains(&"203.0.113.9"), "{sources:?}");
+    assert!(
+        !sources.contains(&"6.6.6.6") && !sources.contains(&"198.51.100.1"),
+        "{sources:?}"
+    );
+}
