@@ -58,9 +58,9 @@ enum Command {
 /// The ports and their variables, for `plantd up --help`.
 const UP_AFTER_HELP: &str = "\
 Every service also reads its own settings (PLANTD_BROKER_*, PLANTD_ECHO_*, PLANTD_STATE_*,
-PLANTD_LOGGER_*, PLANTD_METRIC_*, PLANTD_PROXY_*; for example PLANTD_STATE_HEALTH_PORT). `plantd up --print-ports`
-lists every port, what listens there and the variable that sets it; `--port-offset N` moves them
-all, so a second system can run beside the first.";
+PLANTD_LOGGER_*, PLANTD_METRIC_*, PLANTD_PROXY_*; for example PLANTD_STATE_HEALTH_PORT).
+`plantd up --print-ports` lists every port, what listens there and the variable that sets it;
+`--port-offset N` moves them all, so a second system can run beside the first.";
 
 #[derive(Parser)]
 struct UpArgs {

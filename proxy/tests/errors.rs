@@ -36,7 +36,7 @@ fn slow_worker(s: &System) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
 #[test]
 fn broker_errors_map_to_http_statuses() {
     let mut s = System::with_broker(|b| {
-        b.queue_ttl_ms = 1500;
+        b.queue_ttl_ms = 3000;
         b.queue_limit = 1;
     });
     let (started, go) = slow_worker(&s);
