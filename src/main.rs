@@ -61,9 +61,9 @@ enum Command {
 /// The ports and their variables, for `plantd up --help`.
 const UP_AFTER_HELP: &str = "\
 Every service also reads its own settings (PLANTD_BROKER_*, PLANTD_ECHO_*, PLANTD_STATE_*,
-PLANTD_LOGGER_*, PLANTD_METRIC_*; for example PLANTD_STATE_HEALTH_PORT). `plantd up --print-ports`
-lists every port, what listens there and the variable that sets it; `--port-offset N` moves them
-all, so a second system can run beside the first.";
+PLANTD_LOGGER_*, PLANTD_METRIC_*, PLANTD_PROXY_*; for example PLANTD_STATE_HEALTH_PORT).
+`plantd up --print-ports` lists every port, what listens there and the variable that sets it;
+`--port-offset N` moves them all, so a second system can run beside the first.";
 
 #[derive(Parser)]
 struct UpArgs {
@@ -116,6 +116,7 @@ struct System {
     state: plantd_state::StateConfig,
     identity: plantd_identity::IdentityConfig,
     logger: plantd_logger::LoggerConfig,
+    proxy: plantd_proxy::ProxyConfig,
     /// `None` when the broker runs no metric bus: then the producer has nothing to do.
     metric: Option<plantd_module_metric::MetricModuleConfig>,
     /// Uses of deprecated configuration names, to log once logging is up.
@@ -201,6 +202,25 @@ impl System {
         identity.health_port =
             shift_port(identity.health_port, offset, "the identity health port")?;
 
+        let mut proxy: plantd_proxy::ProxyConfig =
+            config::load(plantd_proxy::SERVICE_NAME, None, NoOverrides {})?;
+        proxy.broker_endpoint = broker_endpoint.clone();
+        proxy.auth.event_endpoint = bus("event").map(|(_, back)| back).unwrap_or_default();
+        proxy.buses = broker
+            .bus
+            .active()
+            .iter()
+            .map(|b| plantd_proxy::BusEndpoints {
+                name: b.name.clone(),
+                frontend: connectable_endpoint(&b.frontend, &broker_endpoint),
+                backend: connectable_endpoint(&b.backend, &broker_endpoint),
+            })
+            .collect();
+        proxy.http_port = shift_port(proxy.http_port, offset, "the proxy HTTP port")?;
+        proxy.health_port = shift_port(proxy.health_port, offset, "the proxy health port")?;
+        // `up` gives every service 5 s to stop: the proxy's in-flight requests get less.
+        proxy.shutdown_grace_ms = proxy.shutdown_grace_ms.min(4_000);
+
         let mut warnings = Vec::new();
         let metric = match bus("metric") {
             Some((frontend, backend)) => {
@@ -222,6 +242,7 @@ impl System {
             state,
             identity,
             logger,
+            proxy,
             metric,
             warnings,
             selection: args.select.selection()?,
@@ -238,6 +259,7 @@ impl System {
             metric.curve = keys.client("metric");
         }
         self.identity.curve = keys.client("identity");
+        self.proxy.curve = keys.client("proxy");
     }
 
     /// Every TCP port the services bind.
@@ -261,6 +283,14 @@ impl System {
                     Binding::endpoint(what, endpoint, "PLANTD_BROKER_BUS__BUSES")
                 }));
             }
+        }
+        if self.selection.runs("proxy") {
+            bindings.push(Binding::health(
+                "proxy HTTP API".into(),
+                &self.proxy.http_host,
+                self.proxy.http_port,
+                "PLANTD_PROXY_HTTP_PORT",
+            ));
         }
         bindings.extend(
             self.health()
@@ -304,6 +334,12 @@ impl System {
                 &self.logger.health_host,
                 self.logger.health_port,
                 "PLANTD_LOGGER_HEALTH_PORT",
+            ),
+            (
+                "proxy",
+                &self.proxy.health_host,
+                self.proxy.health_port,
+                "PLANTD_PROXY_HEALTH_PORT",
             ),
         ];
         if let Some(metric) = &self.metric {
@@ -367,6 +403,15 @@ impl System {
                     "org.plantd.Logger · {} · {}",
                     self.logger.db.display(),
                     health(self.logger.health_port)
+                ),
+            ),
+            (
+                "proxy",
+                format!(
+                    "HTTP API http://{}:{}/api/v1 · {}",
+                    self.proxy.http_host,
+                    self.proxy.http_port,
+                    health(self.proxy.health_port)
                 ),
             ),
         ];
@@ -464,6 +509,7 @@ fn up(args: UpArgs) -> Result<()> {
         state,
         identity,
         logger,
+        proxy,
         metric,
         ..
     } = system;
@@ -485,6 +531,9 @@ fn up(args: UpArgs) -> Result<()> {
         }
         if selection.runs("logger") {
             services.spawn(named("logger", plantd_logger::run(logger, shutdown.clone())));
+        }
+        if selection.runs("proxy") {
+            services.spawn(named("proxy", plantd_proxy::run(proxy, shutdown.clone())));
         }
         if let Some(metric) = metric.filter(|_| selection.runs("metric")) {
             services.spawn(named("metric", plantd_module_metric::run(metric, shutdown.clone())));

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use plantd_worker_sdk::curve::{write_key_pair, CurveConfig, CurveProfiles};
 
 /// Each key `up --secure` makes, and its policy on the allow list.
-const KEYS: [(&str, &str); 6] = [
+const KEYS: [(&str, &str); 7] = [
     ("echo", "register=org.plantd.module.Echo"),
     (
         "state",
@@ -26,6 +26,7 @@ const KEYS: [(&str, &str); 6] = [
     ),
     ("metric", "bus.publish=metric;bus.subscribe=metric"),
     ("identity", "register=org.plantd.Identity;bus.publish=event"),
+    ("proxy", "call=*;bus.subscribe=*;bus.publish=*"),
     ("cli", "call=*;bus.publish=*;bus.subscribe=*"),
 ];
 

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use thiserror::Error;
 
 /// Every service `plantd up` can run, by the name `--only` and `--except` take.
-pub const SERVICES: [&str; 6] = ["broker", "echo", "state", "identity", "logger", "metric"];
+pub const SERVICES: [&str; 7] = [
+    "broker", "echo", "state", "identity", "logger", "proxy", "metric",
+];
 
 /// The service that runs whatever the selection says.
 const ALWAYS: &str = "broker";
@@ -16,7 +18,7 @@ const ALWAYS: &str = "broker";
 /// `plantd up`'s selection flags.
 #[derive(clap::Args, Debug, Default)]
 pub struct SelectArgs {
-    /// Run only these services (comma-separated: broker, echo, state, identity, logger, metric);
+    /// Run only these services (comma-separated: broker, echo, state, identity, logger, proxy, metric);
     /// the broker always runs.
     #[arg(long, value_delimiter = ',', conflicts_with = "except")]
     pub only: Vec<String>,

@@ -23,11 +23,12 @@ use plantd_worker_sdk::testing::WAIT_DEADLINE;
 use serde_json::Value;
 
 /// The Procfile's process names, in file order, with the prefix of the service each runs.
-const PROCESSES: [(&str, &str); 6] = [
+const PROCESSES: [(&str, &str); 7] = [
     ("broker", "BROKER"),
     ("state", "STATE"),
     ("identity", "IDENTITY"),
     ("logger", "LOGGER"),
+    ("proxy", "PROXY"),
     ("echo", "ECHO"),
     ("metric", "METRIC"),
 ];

@@ -136,6 +136,56 @@ fn plantd_up_serves_echo_and_state_and_stops_cleanly_on_sigint() {
     assert!(data.join("plantd-logger.db").is_file());
 }
 
+/// POSTs `body` to the HTTP proxy on `port`; the status and the JSON reply.
+fn post_json(port: u16, path: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .json(body)
+        .send()
+        .expect("the proxy answers");
+    let status = response.status().as_u16();
+    (status, response.json().expect("a JSON reply"))
+}
+
+#[test]
+fn plantd_up_serves_the_http_api_on_the_proxy_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let plantd = Plantd::start(dir.path(), &[], &[]);
+    assert!(
+        plantd
+            .banner
+            .contains(&format!("http://127.0.0.1:{}/api/v1", plantd.port(8080))),
+        "{}",
+        plantd.banner
+    );
+    for default in [8080, 8085] {
+        let (status, body) = healthz(plantd.port(default)).expect("/healthz answers");
+        assert_eq!(
+            (status, &body["status"]),
+            (200, &Value::from("UP")),
+            "{body}"
+        );
+    }
+    // What `curl -X POST .../org.plantd.module.Echo/echo -d '{...}'` does.
+    let (status, reply) = post_json(
+        plantd.port(8080),
+        "/api/v1/services/org.plantd.module.Echo/echo",
+        &serde_json::json!({"hello": "world"}),
+    );
+    assert_eq!(
+        (status, reply),
+        (200, serde_json::json!({"hello": "world"}))
+    );
+    // State requires a token under `up`: without one, the service's own error, as HTTP.
+    let (status, reply) = post_json(
+        plantd.port(8080),
+        "/api/v1/services/org.plantd.State/list-scopes",
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 401, "{reply}");
+    assert_eq!(reply["error"]["code"], "UNAUTHENTICATED", "{reply}");
+}
+
 #[test]
 fn a_second_system_runs_beside_the_first_with_a_port_offset() {
     let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -409,7 +459,7 @@ fn plantd_up_secure_runs_everything_on_curve_and_plant_needs_no_flag() {
     );
     let keys = dir.path().join("plantd-data/keys");
     for name in [
-        "broker", "echo", "state", "identity", "logger", "metric", "cli",
+        "broker", "echo", "state", "identity", "logger", "metric", "proxy", "cli",
     ] {
         let mode = std::fs::metadata(keys.join(format!("{name}.key")))
             .expect("key written")
@@ -418,6 +468,13 @@ fn plantd_up_secure_runs_everything_on_curve_and_plant_needs_no_flag() {
         assert_eq!(mode & 0o777, 0o600, "{name}.key");
     }
     assert!(dir.path().join(".config/plantd/curve.json").is_file());
+    // The HTTP proxy reaches the broker over CURVE with its own key.
+    let (status, reply) = post_json(
+        plantd.port(8080),
+        "/api/v1/services/org.plantd.module.Echo/echo",
+        &serde_json::json!({"secure": true}),
+    );
+    assert_eq!((status, reply), (200, serde_json::json!({"secure": true})));
     // plant finds its keys for this endpoint in curve.json: no flag.
     assert_eq!(plantd.plant_ok(&["echo", "hi"]).trim(), "hi");
     // Identity runs on CURVE too, and tokens are still required: up logged plant in as admin

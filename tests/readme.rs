@@ -76,10 +76,13 @@ enum Step<'a> {
     Bench(&'a str, &'static str),
     /// Any other `plant ...` line: run as written.
     Plant(&'a str),
+    /// `curl ... http://127.0.0.1:8080/...`: run as written, against the proxy of this test's
+    /// system (its port moved by the offset like every other).
+    Curl(&'a str),
 }
 
 fn step(command: &str) -> Step<'_> {
-    const BENCHES: [(&str, &str); 4] = [
+    const BENCHES: [(&str, &str); 5] = [
         (
             "plant bench broker",
             "--requests 500 --rounds 1 --clients 1",
@@ -90,6 +93,10 @@ fn step(command: &str) -> Step<'_> {
         ),
         ("plant bench state", "--seconds 0.2 --clients 2"),
         ("plant bench bus", "--messages 2000 --rounds 1"),
+        (
+            "plant bench proxy",
+            "--seconds 0.2 --rounds 1 --connections 4",
+        ),
     ];
     if command == "cargo run --release -- up" {
         return Step::Up;
@@ -108,6 +115,9 @@ fn step(command: &str) -> Step<'_> {
     }
     if command.starts_with("plant ") {
         return Step::Plant(command);
+    }
+    if command.starts_with("curl ") && command.contains("http://127.0.0.1:8080/") {
+        return Step::Curl(command);
     }
     panic!("the README walkthrough test has no rule for this README command: {command}")
 }
@@ -267,6 +277,11 @@ fn every_readme_command_runs_as_written() {
                 }
                 Step::Plant(command) => {
                     let output = walk.sh(command);
+                    check_output(command, &output, expected);
+                }
+                Step::Curl(command) => {
+                    let proxy = format!("http://127.0.0.1:{}/", walk.plantd().port(8080));
+                    let output = walk.sh(&command.replace("http://127.0.0.1:8080/", &proxy));
                     check_output(command, &output, expected);
                 }
             }

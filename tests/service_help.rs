@@ -18,6 +18,7 @@ fn every_service_help_names_its_real_variables() {
             "plantd-module-metric",
             "PLANTD_METRIC_",
         ),
+        ("plantd-proxy", "plantd-proxy", "PLANTD_PROXY_"),
     ] {
         let output = isolated(workspace_binary(binary, package), dir.path())
             .arg("--help")

@@ -16,8 +16,8 @@ pub mod ops;
 
 /// Every port `plantd up` binds by default: MDP, the health ports of broker, state, logger, echo
 /// and metric, and the three buses' frontends and backends.
-pub const DEFAULT_PORTS: [u16; 13] = [
-    9797, 8081, 8082, 8083, 8084, 8086, 8087, 11000, 11001, 12000, 12001, 13000, 13001,
+pub const DEFAULT_PORTS: [u16; 15] = [
+    9797, 8080, 8081, 8082, 8083, 8084, 8085, 8086, 8087, 11000, 11001, 12000, 12001, 13000, 13001,
 ];
 
 /// The build directory holding the binaries (`target/debug` or `target/release`).

@@ -45,7 +45,7 @@ pub struct ServiceBinary {
 }
 
 /// Every service binary on this branch.
-pub const SERVICES: [ServiceBinary; 6] = [
+pub const SERVICES: [ServiceBinary; 7] = [
     ServiceBinary {
         prefixes: &["BROKER"],
         binary: "plantd-broker",
@@ -67,6 +67,11 @@ pub const SERVICES: [ServiceBinary; 6] = [
         package: "plantd-logger",
     },
     ServiceBinary {
+        prefixes: &["PROXY"],
+        binary: "plantd-proxy",
+        package: "plantd-proxy",
+    },
+    ServiceBinary {
         prefixes: &["ECHO"],
         binary: "plantd-module-echo",
         package: "plantd-module-echo",
@@ -78,11 +83,10 @@ pub const SERVICES: [ServiceBinary; 6] = [
     },
 ];
 
-/// Services in the deploy files whose crate is not on this branch yet: their variables are not
-/// checked, and the Procfile has their line commented out. The proxy (issue 14) is added when its
-/// crate lands: remove it here, uncomment its Procfile line, and add it to [`SERVICES`] (prefix
-/// `PROXY`, binary `plantd-proxy`).
-pub const PENDING: &[&str] = &["PROXY"];
+/// Services in the deploy files whose crate is not in the workspace yet: their variables are not
+/// checked, and the Procfile has their line commented out. None today; a service added to the
+/// deploy files before its crate lands goes here (its `PLANTD_<PREFIX>_` prefix).
+pub const PENDING: &[&str] = &[];
 
 /// The service whose variables start `PLANTD_<prefix>_`, by the longest matching prefix (so
 /// `PLANTD_MODULE_METRIC_X` is the metric module's, not a module service's).
@@ -148,11 +152,12 @@ const BUSES: [(&str, u16, u16); 3] = [
 ];
 
 /// The health port of each service binary at its default, by prefix.
-pub const HEALTH_PORTS: [(&str, u16); 6] = [
+pub const HEALTH_PORTS: [(&str, u16); 7] = [
     ("BROKER", 8081),
     ("STATE", 8082),
     ("IDENTITY", 8083),
     ("LOGGER", 8084),
+    ("PROXY", 8085),
     ("ECHO", 8086),
     ("METRIC", 8087),
 ];
@@ -178,9 +183,22 @@ pub fn moved_env(offset: u16) -> BTreeMap<String, String> {
         })
         .collect();
     set("PLANTD_BROKER_BUS__BUSES", format!("[{}]", buses.join(",")));
-    for svc in ["STATE", "IDENTITY", "LOGGER", "ECHO"] {
+    for svc in ["STATE", "IDENTITY", "LOGGER", "PROXY", "ECHO"] {
         set(&format!("PLANTD_{svc}_BROKER_ENDPOINT"), at(MDP));
     }
+    set("PLANTD_PROXY_HTTP_PORT", (8080 + offset).to_string());
+    set("PLANTD_PROXY_AUTH__EVENT_ENDPOINT", at(12001));
+    let proxy_buses: Vec<String> = BUSES
+        .iter()
+        .map(|(name, front, back)| {
+            format!(
+                "{{name=\"{name}\",frontend=\"{}\",backend=\"{}\"}}",
+                at(*front),
+                at(*back)
+            )
+        })
+        .collect();
+    set("PLANTD_PROXY_BUSES", format!("[{}]", proxy_buses.join(",")));
     set("PLANTD_STATE_BUS_ENDPOINT", at(11000));
     set("PLANTD_STATE_AUTH__EVENT_ENDPOINT", at(12001));
     set("PLANTD_LOGGER_AUTH__EVENT_ENDPOINT", at(12001));

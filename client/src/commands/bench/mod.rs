@@ -11,6 +11,8 @@
 //! - `plant bench ceiling`: the same traffic through a bare ROUTER↔DEALER `zmq_proxy`;
 //!   `--mdp-frames` frames it like MDP client requests.
 //! - `plant bench state`: state-set/state-get against echo through an in-process broker.
+//! - `plant bench proxy`: echo through the HTTP proxy against the same echo over MDP with the
+//!   async client, interleaved, plus a bare axum route (`proxy.rs`).
 //! - `plant bench idle`: a `plantd-broker` child process with 1,000 idle clients and 100 idle
 //!   workers; reports its resident memory and CPU use.
 //! - `plant bench memory`: a `plantd-broker` child process under a load (malformed messages, a
@@ -26,6 +28,7 @@ mod load;
 mod memory;
 mod peers;
 mod process;
+mod proxy;
 mod sdk_clients;
 mod state;
 
@@ -57,6 +60,8 @@ pub enum BenchCommand {
     Bus(bus::BusArgs),
     /// State service set/get throughput as ratios to echo through the same broker.
     State(state::StateBenchArgs),
+    /// Echo through the HTTP proxy vs. the same over MDP, interleaved, and a bare axum route.
+    Proxy(proxy::ProxyBenchArgs),
     /// Broker resident memory before, at the peak and after a load (does memory come back?).
     Memory(memory::MemoryArgs),
     /// Runs the broker library in this process, configured from the environment like
@@ -159,6 +164,7 @@ pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
         BenchCommand::Bus(args) => bus::run(args, json),
         BenchCommand::State(args) => state::run(args, json),
         BenchCommand::Memory(args) => memory::run(args, json),
+        BenchCommand::Proxy(args) => proxy::run(args, json),
         BenchCommand::ServeBroker => serve_broker(),
     }
 }
