@@ -1,8 +1,6 @@
 //! [`ProxyError`]: why the proxy could not start or stopped with an error. (What a single HTTP
 //! request answers when it fails is [`crate::reply::ApiError`].)
 
-use std::net::SocketAddr;
-
 use plantd_worker_sdk::bus::BusError;
 use plantd_worker_sdk::client::ClientError;
 use plantd_worker_sdk::health::HealthError;
@@ -13,15 +11,7 @@ pub enum ProxyError {
     /// A setting is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The HTTP API could not bind its address.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address tried.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The health/metrics server could not start.
+    /// The HTTP API or the health/metrics server could not bind its address.
     #[error(transparent)]
     Health(#[from] HealthError),
     /// The MDP client could not be created.

@@ -14,19 +14,20 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
 use crate::Shutdown;
 
@@ -230,6 +231,8 @@ pub struct ServerLimits {
     /// Most connections served at once. Beyond it a new connection is closed as soon as it is
     /// accepted, without a response, rather than queued behind slow clients.
     pub max_connections: usize,
+    /// How long shutdown lets requests in flight finish before closing what is still open.
+    pub grace: Duration,
 }
 
 impl Default for ServerLimits {
@@ -237,11 +240,12 @@ impl Default for ServerLimits {
         ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 256,
+            grace: Duration::from_secs(10),
         }
     }
 }
 
-/// Binds `addr` now (so a port clash is reported at startup)/// Binds `addr` now (so a port clash is reported at startup) and returns the server future, which
+/// Binds `addr` now (so a port clash is reported at startup) and returns the server future, which
 /// serves `/healthz` and `/metrics` until `shutdown` is cancelled.
 pub async fn serve(
     addr: SocketAddr,
@@ -285,7 +289,9 @@ pub async fn serve_router_with(
     Ok(accept_loop(listener, app, limits, shutdown))
 }
 
-/// Accepts connections until `shutdown`, then lets the open ones finish their current request.
+/// Accepts connections until `shutdown`, then lets the open ones finish their current request
+/// for up to `limits.grace` and closes the rest. Each request carries its peer address
+/// (`ConnectInfo<SocketAddr>`) for handlers that need it.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -294,6 +300,8 @@ async fn accept_loop(
 ) -> Result<(), HealthError> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Connection tasks, so those still open after the grace period can be closed.
+    let mut connections = tokio::task::JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -302,37 +310,52 @@ async fn accept_loop(
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        // Reap finished connections so the set follows the open ones.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             // The peer gave up before we got to it.
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 // Out of file descriptors, say: give the open connections a moment to close.
-                tracing::warn!(error = %e, "health server cannot accept a connection");
+                tracing::warn!(error = %e, "HTTP server cannot accept a connection");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
                 }
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(
                 max = limits.max_connections,
-                "health server full; connection closed"
+                "HTTP server full; connection closed"
             );
             continue;
         };
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        connections.spawn(async move {
             // Errors are clients going away or timing out: nothing to report.
             let _ = connection.await;
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = limits.grace.as_millis() as u64,
+            "requests still open after the shutdown grace period; closing them"
+        );
+    }
+    connections.abort_all();
     Ok(())
 }
 
@@ -436,6 +459,7 @@ mod tests {
         ServerLimits {
             header_read_timeout,
             max_connections,
+            ..ServerLimits::default()
         }
     }
 
