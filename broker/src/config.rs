@@ -71,6 +71,10 @@ pub struct BrokerConfig {
     /// bytes; libzmq disconnects a peer that announces a bigger one before reading it. `0` or
     /// `-1`: unlimited.
     pub max_message_size: i64,
+    /// libzmq I/O threads of the MDP socket's context: they frame, and with CURVE encrypt and
+    /// decrypt, every message, so a broker on a machine with cores to spare under CURVE load
+    /// may use more than the default one (libzmq's `ZMQ_IO_THREADS`, 1 to 64).
+    pub io_threads: i32,
     /// How often the broker hands freed memory back to the operating system (glibc `malloc_trim`),
     /// in milliseconds; `0` never does.
     pub memory_trim_interval_ms: u64,
@@ -107,6 +111,7 @@ impl Default for BrokerConfig {
             service_linger_ms: 300_000,
             socket_hwm: 100_000,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            io_threads: 1,
             memory_trim_interval_ms: 10_000,
             bus: crate::bus::BusSettings::default(),
             client_queue_limit: 10_000,
@@ -130,6 +135,9 @@ impl BrokerConfig {
         }
         if !(1..=1000).contains(&self.heartbeat_liveness) {
             return invalid("heartbeat_liveness must be between 1 and 1000");
+        }
+        if !(1..=64).contains(&self.io_threads) {
+            return invalid("io_threads must be between 1 and 64");
         }
         if !(1..=MAX_DURATION_MS).contains(&self.queue_ttl_ms) {
             return invalid("queue_ttl_ms must be between 1 and 86400000 (a day)");

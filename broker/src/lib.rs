@@ -83,6 +83,12 @@ pub async fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<(), BrokerE
     }
 
     let context = zmq::Context::new();
+    context
+        .set_io_threads(config.io_threads)
+        .map_err(|source| BrokerError::Socket {
+            endpoint: "the MDP context's I/O threads".into(),
+            source,
+        })?;
     let bus_context = zmq::Context::new();
     // The audit trail and the ZAP handler come before any CURVE socket binds: with
     // ZAP_ENFORCE_DOMAIN a connection arriving before the handler would be refused.

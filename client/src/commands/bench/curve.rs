@@ -84,6 +84,12 @@ pub fn compare(args: &LoadArgs, json: bool) -> Result<()> {
             curve: Vec::new(),
         },
     ];
+    if !json {
+        println!(
+            "broker: in-process, {} libzmq I/O thread(s)",
+            args.broker_io_threads
+        );
+    }
     for round in 0..args.rounds.max(1) {
         for mode in &mut modes {
             let null = broker_run_on(&mode.args, None)?;
@@ -132,7 +138,10 @@ pub fn compare(args: &LoadArgs, json: bool) -> Result<()> {
         }
     }
     if json {
-        println!("{}", json!({ "mode": "curve", "modes": summary }));
+        println!(
+            "{}",
+            json!({ "mode": "curve", "broker_io_threads": args.broker_io_threads, "modes": summary })
+        );
     }
     Ok(())
 }

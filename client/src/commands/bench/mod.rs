@@ -109,6 +109,9 @@ pub struct LoadArgs {
     /// Use a running broker at this endpoint instead of starting one in-process.
     #[arg(long)]
     pub broker: Option<String>,
+    /// libzmq I/O threads of the in-process broker's MDP socket (its `io_threads` setting).
+    #[arg(long, default_value_t = 1)]
+    pub broker_io_threads: i32,
     /// Service to call (with `--workers 0`, an existing one such as org.plantd.module.Echo).
     #[arg(long, default_value = "bench.echo")]
     pub service: String,
@@ -227,6 +230,11 @@ impl InProcessBroker {
     /// running system), with CURVE if `curve` is given, and returns once it answers MMI; a broker
     /// that cannot start is an error saying why (a taken port names the port).
     fn start(keys: Option<&curve::BenchKeys>) -> Result<Self> {
+        InProcessBroker::start_with(keys, 1)
+    }
+
+    /// [`start`](Self::start) with `io_threads` libzmq I/O threads for the broker's MDP socket.
+    fn start_with(keys: Option<&curve::BenchKeys>, io_threads: i32) -> Result<Self> {
         let endpoint = free_endpoint();
         let config = plantd_broker::BrokerConfig {
             endpoint: endpoint.clone(),
@@ -235,6 +243,7 @@ impl InProcessBroker {
             // The buses bind fixed default ports, which a running plantd holds.
             bus: plantd_broker::bus::BusSettings::disabled(),
             curve: keys.map(|k| k.settings.clone()).unwrap_or_default(),
+            io_threads,
             ..Default::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -310,7 +319,7 @@ fn broker_run_on(args: &LoadArgs, keys: Option<&curve::BenchKeys>) -> Result<Loa
     let local = match &args.broker {
         Some(_) if keys.is_some() => bail!("--curve starts its own brokers; drop --broker"),
         Some(_) => None,
-        None => Some(InProcessBroker::start(keys)?),
+        None => Some(InProcessBroker::start_with(keys, args.broker_io_threads)?),
     };
     let endpoint = args
         .broker
