@@ -354,6 +354,14 @@ mod tests {
                 ..Default::default()
             },
             BrokerConfig {
+                io_threads: 0,
+                ..Default::default()
+            },
+            BrokerConfig {
+                io_threads: 65,
+                ..Default::default()
+            },
+            BrokerConfig {
                 health_host: "not-an-ip".into(),
                 ..Default::default()
             },
