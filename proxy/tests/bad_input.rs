@@ -7,11 +7,9 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::sync::{mpsc, Mutex};
 
 use common::System;
 use plantd_proxy::config::RateLimitConfig;
-use plantd_worker_sdk::{Frames, HandlerError, Worker};
 use serde_json::{json, Value};
 
 fn code(reply: &Value) -> &str {
@@ -189,18 +187,7 @@ fn the_per_token_limit_is_per_token() {
 fn the_in_flight_cap_gives_503() {
     let mut s = System::new();
     s.proxy.max_in_flight = 1;
-    let (started_tx, started_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let (started_tx, go_rx) = (Mutex::new(started_tx), Mutex::new(go_rx));
-    s.start_worker(Worker::builder("test.Slow").handler(move |body: Frames| {
-        started_tx.lock().unwrap().send(()).unwrap();
-        go_rx
-            .lock()
-            .unwrap()
-            .recv()
-            .map_err(|_| HandlerError::new("gone"))?;
-        Ok(body)
-    }));
+    let (started_rx, go_tx) = s.start_slow_worker();
     s.start_proxy();
     std::thread::scope(|scope| {
         let held = scope.spawn(|| s.post("/api/v1/services/test.Slow/op", json!({}), None));

@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::sync::mpsc;
-use std::sync::Mutex;
-
 use common::System;
 use plantd_worker_sdk::testing::{free_endpoint, wait_until};
 use plantd_worker_sdk::{Frames, HandlerError, Worker};
@@ -16,30 +13,13 @@ fn code(reply: &Value) -> &str {
     reply["error"]["code"].as_str().unwrap_or("")
 }
 
-/// A worker of `test.Slow` that tells when it took a request and answers once let go.
-fn slow_worker(s: &System) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let (started_tx, go_rx) = (Mutex::new(started_tx), Mutex::new(go_rx));
-    s.start_worker(Worker::builder("test.Slow").handler(move |body: Frames| {
-        started_tx.lock().unwrap().send(()).unwrap();
-        go_rx
-            .lock()
-            .unwrap()
-            .recv()
-            .map_err(|_| HandlerError::new("test gone"))?;
-        Ok(body)
-    }));
-    (started_rx, go_tx)
-}
-
 #[test]
 fn broker_errors_map_to_http_statuses() {
     let mut s = System::with_broker(|b| {
         b.queue_ttl_ms = 3000;
         b.queue_limit = 1;
     });
-    let (started, go) = slow_worker(&s);
+    let (started, go) = s.start_slow_worker();
     s.start_worker(
         Worker::builder("test.Fail").handler(|_| Err(HandlerError::new("the handler broke"))),
     );

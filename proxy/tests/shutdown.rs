@@ -4,34 +4,16 @@
 mod common;
 
 use std::net::TcpStream;
-use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::System;
 use plantd_worker_sdk::testing::wait_until;
-use plantd_worker_sdk::{Frames, HandlerError, Worker};
 use serde_json::json;
-
-fn slow_worker(s: &System) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let (started_tx, go_rx) = (Mutex::new(started_tx), Mutex::new(go_rx));
-    s.start_worker(Worker::builder("test.Slow").handler(move |body: Frames| {
-        let _ = started_tx.lock().unwrap().send(());
-        go_rx
-            .lock()
-            .unwrap()
-            .recv()
-            .map_err(|_| HandlerError::new("gone"))?;
-        Ok(body)
-    }));
-    (started_rx, go_tx)
-}
 
 #[test]
 fn shutdown_stops_accepting_and_finishes_requests_in_flight() {
     let mut s = System::new();
-    let (started, go) = slow_worker(&s);
+    let (started, go) = s.start_slow_worker();
     s.start_proxy();
     let addr = format!("127.0.0.1:{}", s.proxy.http_port);
     std::thread::scope(|scope| {
@@ -52,7 +34,7 @@ fn requests_still_open_after_the_grace_period_are_closed() {
     let mut s = System::new();
     s.proxy.shutdown_grace_ms = 300;
     s.proxy.request_timeout_ms = 60_000;
-    let (started, _go) = slow_worker(&s);
+    let (started, _go) = s.start_slow_worker();
     s.start_proxy();
     std::thread::scope(|scope| {
         let held = scope.spawn(|| {

@@ -5,13 +5,14 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use plantd_broker::BrokerConfig;
 use plantd_proxy::{BusEndpoints, ProxyConfig, ProxyError};
 use plantd_worker_sdk::auth::AuthConfig;
 use plantd_worker_sdk::testing::{free_endpoint, free_port, wait_until};
-use plantd_worker_sdk::{Client, Shutdown, WorkerBuilder};
+use plantd_worker_sdk::{Client, Frames, HandlerError, Shutdown, Worker, WorkerBuilder};
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -228,6 +229,25 @@ impl System {
         wait_until(&format!("a worker of {service}"), || {
             client.service_available(&service).unwrap_or(false)
         });
+    }
+
+    /// Runs a worker of `test.Slow` that echoes each request only once let go: the receiver
+    /// tells when it took a request, a send on the sender lets one request go.
+    pub fn start_slow_worker(&self) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (started_tx, go_rx) = (Mutex::new(started_tx), Mutex::new(go_rx));
+        self.start_worker(Worker::builder("test.Slow").handler(move |body: Frames| {
+            // The test may have stopped listening by now.
+            let _ = started_tx.lock().unwrap().send(());
+            go_rx
+                .lock()
+                .unwrap()
+                .recv()
+                .map_err(|_| HandlerError::new("test gone"))?;
+            Ok(body)
+        }));
+        (started_rx, go_tx)
     }
 
     /// Starts the proxy with `self.proxy` and waits until its `/healthz` is UP (it has reached
