@@ -59,7 +59,13 @@ struct Cli {
     protocol: Dialect,
     /// The broker's CURVE public key (Z85, or a file holding it): talk to a CURVE broker.
     /// Default: the entry for --endpoint in $XDG_CONFIG_HOME/plantd/curve.json, if any.
-    #[arg(long, global = true, env = "PLANTD_CLIENT_SERVER_KEY")]
+    // Z85 text may begin with '-' (or "-+"), which clap would otherwise read as a flag.
+    #[arg(
+        long,
+        global = true,
+        env = "PLANTD_CLIENT_SERVER_KEY",
+        allow_hyphen_values = true
+    )]
     server_key: Option<String>,
     /// This client's CURVE secret key file (NAME.key from `plant keys generate`), with
     /// --server-key.
@@ -176,5 +182,18 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_z85_server_key_beginning_with_a_hyphen_is_a_value_not_a_flag() {
+        // Z85's alphabet has '-' and '+': one key in 85 starts with '-'.
+        let key = "-+7rRwn&Nx=3lIWb4}SnAnD0L(1[Ia%F-c*d^6O?";
+        let cli = Cli::try_parse_from(["plant", "--server-key", key, "echo", "hi"]).unwrap();
+        assert_eq!(cli.server_key.as_deref(), Some(key));
     }
 }
