@@ -16,7 +16,7 @@ use crate::output::OutputFormat;
 /// The global options, resolved.
 #[derive(Clone, Debug)]
 pub struct Context {
-    /// Broker endpoint.
+    /// Broker endpoint, or several separated by commas (the client fails over among them).
     pub endpoint: String,
     /// Timeout of each attempt of a request.
     pub timeout: Duration,
@@ -81,7 +81,10 @@ impl Context {
                     .map_err(|e| CliError::Input(format!("cannot read CURVE settings: {e}")))?,
                 None => CurveProfiles::default(),
             };
-            match profiles.get(&self.endpoint) {
+            // A list of brokers (`tcp://a:9797,tcp://b:9797`) shares one server key: the entry
+            // of the whole list, else of its first broker.
+            let first = self.endpoint.split(',').next().unwrap_or_default().trim();
+            match profiles.get(&self.endpoint).or_else(|| profiles.get(first)) {
                 Some(config) => config.clone(),
                 None => return Ok(None),
             }

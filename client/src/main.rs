@@ -102,8 +102,8 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Send a request to any service and print the reply frames.
     Request(request::RequestArgs),
-    /// List the services the broker knows (MMI).
-    Services,
+    /// List the services the broker knows (MMI); with --all, of every broker --endpoint lists.
+    Services(mmi::ServicesArgs),
     /// Check whether a service has a registered worker (exit 1 if not).
     Service(mmi::ServiceArgs),
     /// List the workers registered for a service (MMI).
@@ -143,7 +143,7 @@ fn dispatch(ctx: &Context, command: Command) -> Result<(), CliError> {
     match command {
         Command::Echo(args) => echo::run(ctx, args),
         Command::Request(args) => request::run(ctx, args),
-        Command::Services => mmi::services(ctx),
+        Command::Services(args) => mmi::services(ctx, args),
         Command::Service(args) => mmi::service(ctx, args),
         Command::Workers(args) => mmi::workers(ctx, args),
         Command::Broker => mmi::broker(ctx),

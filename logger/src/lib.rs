@@ -127,11 +127,10 @@ async fn serve_queries(
     // The verifier's listener thread stops when this function returns, however it returns.
     let auth_stop = shutdown.child_token();
     let _auth_stop = auth_stop.clone().drop_guard();
-    let ops = match config.auth.start(
-        &plantd_worker_sdk::config::first_broker_endpoint(&config.broker_endpoint),
-        curve.as_ref(),
-        auth_stop,
-    ) {
+    let ops = match config
+        .auth
+        .start(&config.broker_endpoint, curve.as_ref(), auth_stop)
+    {
         Ok(Some(verifier)) => ops.with_verifier(verifier),
         Ok(None) => {
             tracing::warn!("auth.mode is off: anyone who reaches the broker may query the logger");

@@ -99,11 +99,10 @@ pub async fn run_with(
     let _auth_stop = auth_stop.clone().drop_guard();
     let authorizer: Arc<dyn Authorizer> = match hooks.authorizer {
         Some(authorizer) => authorizer,
-        None => match config.auth.start(
-            &plantd_worker_sdk::config::first_broker_endpoint(&config.broker_endpoint),
-            curve.as_ref(),
-            auth_stop,
-        ) {
+        None => match config
+            .auth
+            .start(&config.broker_endpoint, curve.as_ref(), auth_stop)
+        {
             Ok(Some(verifier)) => Arc::new(TokenAuthorizer::new(verifier)),
             Ok(None) => {
                 tracing::warn!("auth.mode is off: anyone who reaches the broker may read and change every scope");

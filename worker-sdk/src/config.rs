@@ -234,7 +234,8 @@ fn former_variables(service: &str, former: &str) -> Vec<String> {
 
 /// The brokers a worker's `broker_endpoint` setting names: one endpoint, or several separated by
 /// commas (`tcp://broker-0:9797,tcp://broker-1:9797`), for a worker that serves every broker of
-/// a scaled-out system (DESIGN.md §8). Empty items are skipped.
+/// a scaled-out system (DESIGN.md §8); the SDK's clients take the same form and fail over among
+/// them. Empty items are skipped.
 pub fn broker_endpoints(setting: &str) -> Vec<String> {
     setting
         .split(',')
@@ -242,15 +243,6 @@ pub fn broker_endpoints(setting: &str) -> Vec<String> {
         .filter(|e| !e.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-/// The broker a service's own client calls (identity for tokens) goes through: the first one
-/// its `broker_endpoint` setting names.
-pub fn first_broker_endpoint(setting: &str) -> String {
-    broker_endpoints(setting)
-        .into_iter()
-        .next()
-        .unwrap_or_default()
 }
 
 /// Prints the effective configuration as pretty JSON on stdout (`--print-config`).
@@ -406,7 +398,6 @@ mod tests {
             broker_endpoints(" tcp://a:1, tcp://b:1,,"),
             ["tcp://a:1", "tcp://b:1"]
         );
-        assert_eq!(first_broker_endpoint("tcp://a:1,tcp://b:1"), "tcp://a:1");
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The broker's own answers (MMI): `plant services`, `plant service <name>`,
-//! `plant workers <service>` and `plant broker`.
+//! The broker's own answers (MMI): `plant services` (`--all`: of every listed broker, merged),
+//! `plant service <name>`, `plant workers <service>` and `plant broker`.
 
 use clap::Args;
-use plantd_worker_sdk::client::{Client, ClientError};
+use plantd_worker_sdk::client::{Client, ClientError, ServiceInfo};
 use serde_json::json;
 
 use crate::context::{format_duration, Access, Context};
@@ -33,8 +33,20 @@ fn query<T>(
     call(client).map_err(|e| ctx.request_error(client, mmi_service, e))
 }
 
+/// Arguments of `plant services`.
+#[derive(Args, Debug)]
+pub struct ServicesArgs {
+    /// Ask every broker --endpoint lists (comma-separated), not only the one failover picks,
+    /// and merge their answers.
+    #[arg(long)]
+    pub all: bool,
+}
+
 /// `plant services`: every service the broker knows, with worker and queue counts.
-pub fn services(ctx: &Context) -> Result<(), CliError> {
+pub fn services(ctx: &Context, args: ServicesArgs) -> Result<(), CliError> {
+    if args.all {
+        return all_services(ctx);
+    }
     let client = ctx.client(Access::Read)?;
     let services = query(ctx, &client, "mmi.services", Client::services)?;
     match ctx.output {
@@ -54,6 +66,113 @@ pub fn services(ctx: &Context) -> Result<(), CliError> {
             output::print_table(&["SERVICE", "WORKERS", "IDLE", "QUEUED"], &rows)
         }
     }
+}
+
+/// One broker's answer to `plant services --all`.
+struct BrokerServices {
+    endpoint: String,
+    services: Result<Vec<ServiceInfo>, CliError>,
+}
+
+/// `plant services --all`: asks each listed broker in turn (one attempt each: a broker that is
+/// down is reported, not retried), then shows one row per service: at how many brokers it has
+/// workers, its workers per broker, and its queue summed over them.
+fn all_services(ctx: &Context) -> Result<(), CliError> {
+    let endpoints = plantd_worker_sdk::config::broker_endpoints(&ctx.endpoint);
+    let answers: Vec<BrokerServices> = endpoints
+        .into_iter()
+        .map(|endpoint| {
+            let one = Context {
+                endpoint: endpoint.clone(),
+                retries: Some(0),
+                ..ctx.clone()
+            };
+            let services = one
+                .client(Access::Read)
+                .and_then(|client| query(&one, &client, "mmi.services", Client::services));
+            BrokerServices { endpoint, services }
+        })
+        .collect();
+    if answers.iter().all(|a| a.services.is_err()) {
+        return Err(answers
+            .into_iter()
+            .next()
+            .and_then(|a| a.services.err())
+            .unwrap_or_else(|| CliError::Input("--endpoint names no broker".to_owned())));
+    }
+    let merged = merge_services(&answers);
+    match ctx.output {
+        OutputFormat::Json => {
+            let brokers: Vec<_> = answers
+                .iter()
+                .map(|a| match &a.services {
+                    Ok(services) => json!({ "endpoint": a.endpoint, "services": services }),
+                    Err(e) => json!({ "endpoint": a.endpoint, "error": e.to_string() }),
+                })
+                .collect();
+            output::print_json(&json!({ "brokers": brokers, "services": merged }))
+        }
+        OutputFormat::Text => {
+            for answer in &answers {
+                if let Err(e) = &answer.services {
+                    eprintln!("warning: {}: {e}", answer.endpoint);
+                }
+            }
+            let rows: Vec<Vec<String>> = merged
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        format!("{}/{}", m.brokers, answers.len()),
+                        m.workers
+                            .iter()
+                            .map(|w| w.map_or("-".to_owned(), |w| w.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        m.queued.to_string(),
+                    ]
+                })
+                .collect();
+            output::print_table(&["SERVICE", "BROKERS", "WORKERS", "QUEUED"], &rows)
+        }
+    }
+}
+
+/// One service across every broker of `plant services --all`.
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct MergedService {
+    name: String,
+    /// Brokers at which it has at least one worker.
+    brokers: usize,
+    /// Its workers at each broker, in --endpoint order (`None`: unknown there, or the broker did
+    /// not answer).
+    workers: Vec<Option<u64>>,
+    /// Requests waiting for a worker, summed over the brokers.
+    queued: u64,
+}
+
+/// Merges the brokers' service lists, by service name, in name order.
+fn merge_services(answers: &[BrokerServices]) -> Vec<MergedService> {
+    let mut merged: std::collections::BTreeMap<&str, MergedService> = Default::default();
+    for (index, answer) in answers.iter().enumerate() {
+        let Ok(services) = &answer.services else {
+            continue;
+        };
+        for service in services {
+            let entry = merged
+                .entry(&service.name)
+                .or_insert_with(|| MergedService {
+                    name: service.name.clone(),
+                    brokers: 0,
+                    workers: vec![None; answers.len()],
+                    queued: 0,
+                });
+            entry.workers[index] = Some(service.workers);
+            entry.brokers += usize::from(service.workers > 0);
+            entry.queued += service.queued;
+        }
+    }
+    merged.into_values().collect()
 }
 
 /// `plant service <name>`: whether a service has a registered worker. Exits non-zero if not.
@@ -144,4 +263,53 @@ pub fn broker(ctx: &Context) -> Result<(), CliError> {
         }
     }
     output::print_line(&lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, workers: u64, queued: u64) -> ServiceInfo {
+        ServiceInfo {
+            name: name.to_owned(),
+            workers,
+            idle: workers,
+            queued,
+        }
+    }
+
+    #[test]
+    fn services_of_several_brokers_merge_by_name_and_a_silent_broker_shows_as_unknown() {
+        let answers = [
+            BrokerServices {
+                endpoint: "tcp://a:1".to_owned(),
+                services: Ok(vec![info("echo", 2, 1), info("state", 1, 0)]),
+            },
+            BrokerServices {
+                endpoint: "tcp://b:1".to_owned(),
+                services: Err(CliError::Input("down".to_owned())),
+            },
+            BrokerServices {
+                endpoint: "tcp://c:1".to_owned(),
+                services: Ok(vec![info("echo", 2, 3), info("state", 0, 0)]),
+            },
+        ];
+        assert_eq!(
+            merge_services(&answers),
+            [
+                MergedService {
+                    name: "echo".to_owned(),
+                    brokers: 2,
+                    workers: vec![Some(2), None, Some(2)],
+                    queued: 4,
+                },
+                MergedService {
+                    name: "state".to_owned(),
+                    brokers: 1,
+                    workers: vec![Some(1), None, Some(0)],
+                    queued: 0,
+                },
+            ]
+        );
+    }
 }

@@ -63,7 +63,8 @@ impl AuthConfig {
         self.mode == AuthMode::Required
     }
 
-    /// Under `required`, a verifier asking identity through the broker at `broker_endpoint`, fed
+    /// Under `required`, a verifier asking identity through the broker at `broker_endpoint` (or
+    /// several, comma-separated, failing over among them like any client), fed
     /// by the event bus, until `shutdown`; `None` under `off`. With `curve`, both connections are
     /// CURVE clients with the service's own keys (the broker's allow list must let it call
     /// identity and subscribe to the event bus).

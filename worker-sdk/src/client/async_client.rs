@@ -5,7 +5,8 @@
 //! of its own and the thread polls them all at once (for replies and for dropped connections),
 //! so hundreds of concurrent requests cost one thread (libzmq's 1023 sockets per context stop one
 //! client at roughly 800 in flight; past the pool's 64 idle sockets each request opens its own). Replies go back over a tokio channel per
-//! request. A request whose caller went away is dropped together with its socket.
+//! request. A request whose caller went away is dropped together with its socket. With several
+//! brokers, a request moves to the next one when its own fails it (`brokers.rs`).
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::protocol::{self, Dialect};
 use crate::wake::{millis_ceil, Doorbell, Waker};
 use crate::Frames;
 
+use super::brokers::{Brokers, FAILOVER_AFTER};
 use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
 use super::probe::{Probing, Verdict};
@@ -36,7 +38,7 @@ pub struct AsyncClient {
 }
 
 struct Shared {
-    endpoint: String,
+    brokers: Arc<Brokers>,
     commands: mpsc::Sender<Command>,
     waker: Waker,
 }
@@ -59,29 +61,39 @@ enum Command {
 }
 
 impl AsyncClient {
-    /// A client of the broker at `endpoint`, with its I/O thread started. Fails only on an
+    /// A client of the broker at `endpoint`, or of several brokers separated by commas among
+    /// which it fails over (see the module docs), with its I/O thread started. Fails only on an
     /// invalid endpoint; the broker need not be up yet. No runtime is needed to create it.
     pub fn connect(endpoint: &str) -> Result<AsyncClient, ClientError> {
         AsyncClient::connect_with(endpoint, None)
     }
 
-    /// A client of the broker at `endpoint` whose sockets are CURVE clients with `curve` (plain
-    /// ones with `None`, like [`connect`](Self::connect)).
+    /// A client of the broker(s) at `endpoint` whose sockets are CURVE clients with `curve`
+    /// (plain ones with `None`, like [`connect`](Self::connect)). With several brokers, `curve`
+    /// holds for each: they share one server key.
     pub fn connect_with(
         endpoint: &str,
         curve: Option<ClientCurve>,
     ) -> Result<AsyncClient, ClientError> {
+        let brokers = Arc::new(Brokers::parse(endpoint)?);
         let context = zmq::Context::new();
-        let first = Connection::open(&context, endpoint, curve.as_ref())?;
+        // Every endpoint is checked now, so a typo in the third is not found only at failover.
+        let mut idle = Vec::new();
+        for index in 0..brokers.endpoints().len() {
+            let connection = Connection::open(&context, &brokers, index, curve.as_ref())?;
+            if idle.is_empty() {
+                idle.push(connection);
+            }
+        }
         let (doorbell, waker) = Doorbell::new(&context)?;
         let (commands_tx, commands_rx) = mpsc::channel();
         let io = IoThread {
             context,
-            endpoint: endpoint.to_owned(),
+            brokers: Arc::clone(&brokers),
             curve,
             doorbell,
             commands: commands_rx,
-            idle: vec![first],
+            idle,
             pending: Vec::new(),
         };
         std::thread::Builder::new()
@@ -90,7 +102,7 @@ impl AsyncClient {
             .map_err(|e| ClientError::Protocol(format!("cannot start client thread: {e}")))?;
         Ok(AsyncClient {
             shared: Arc::new(Shared {
-                endpoint: endpoint.to_owned(),
+                brokers,
                 commands: commands_tx,
                 waker,
             }),
@@ -124,9 +136,15 @@ impl AsyncClient {
         self
     }
 
-    /// The broker endpoint.
+    /// The endpoint of the broker requests go to now (with several, the one failover is at).
     pub fn endpoint(&self) -> &str {
-        &self.shared.endpoint
+        let brokers = &self.shared.brokers;
+        brokers.endpoint(brokers.current())
+    }
+
+    /// Every broker endpoint of this client, in failover order.
+    pub fn endpoints(&self) -> &[String] {
+        self.shared.brokers.endpoints()
     }
 
     /// The timeout of each attempt of a request.
@@ -323,7 +341,7 @@ enum Step {
 
 struct IoThread {
     context: zmq::Context,
-    endpoint: String,
+    brokers: Arc<Brokers>,
     curve: Option<ClientCurve>,
     doorbell: Doorbell,
     commands: mpsc::Receiver<Command>,
@@ -392,13 +410,18 @@ impl IoThread {
             .iter()
             .map(|p| {
                 let until_deadline = p.deadline.saturating_duration_since(now);
-                match p.sent {
-                    false => p
-                        .probing
-                        .due_in(now.saturating_duration_since(p.started))
-                        .map_or(until_deadline, |due| due.min(until_deadline)),
-                    true => until_deadline,
+                if p.sent {
+                    return until_deadline;
                 }
+                let waited = now.saturating_duration_since(p.started);
+                let mut wait = p
+                    .probing
+                    .due_in(waited)
+                    .map_or(until_deadline, |due| due.min(until_deadline));
+                if self.brokers.several() {
+                    wait = wait.min(FAILOVER_AFTER.saturating_sub(waited));
+                }
+                wait
             })
             .min()
             .map_or(-1, millis_ceil);
@@ -426,12 +449,20 @@ impl IoThread {
         Ok(readable)
     }
 
-    /// A pooled connection (ZeroMQ reconnects it by itself if it dropped while idle) or a new one.
+    /// A pooled connection to the current broker (ZeroMQ reconnects it by itself if it dropped
+    /// while idle) or a new one. Pooled connections to other brokers are closed.
     fn checkout(&mut self) -> Result<Connection, ClientError> {
+        let current = self.brokers.current();
+        self.idle.retain(|c| c.broker == current);
         match self.idle.pop() {
             Some(connection) => Ok(connection),
-            None => Connection::open(&self.context, &self.endpoint, self.curve.as_ref()),
+            None => self.open(current),
         }
+    }
+
+    /// A new connection to broker number `broker`.
+    fn open(&self, broker: usize) -> Result<Connection, ClientError> {
+        Connection::open(&self.context, &self.brokers, broker, self.curve.as_ref())
     }
 
     /// Takes on a new request; it is sent by its first [`step`](Self::step), once its
@@ -465,6 +496,9 @@ impl IoThread {
     /// Advances one pending request: when `woken` (its connection may have changed), looks at
     /// it; then starts its next attempt after a dropped connection or a timeout, or fails it.
     fn step(&mut self, index: usize, woken: bool) -> Step {
+        let fresh = |broker: usize| {
+            Connection::open(&self.context, &self.brokers, broker, self.curve.as_ref())
+        };
         let pending = &mut self.pending[index];
         if pending.replies.is_closed() {
             return Step::Discard;
@@ -476,19 +510,37 @@ impl IoThread {
         };
         if matches!(looked, Looked::Waiting) && !pending.sent {
             // Still no connection: a broker refusing the handshake must not look like a timeout.
+            let broker = pending.connection.broker;
+            let endpoint = self.brokers.endpoint(broker);
             let waited = pending.started.elapsed();
-            if let Err(e) = pending.probing.start_if_due(
-                waited,
-                &self.context,
-                &self.endpoint,
-                self.curve.as_ref(),
-            ) {
+            if let Err(e) =
+                pending
+                    .probing
+                    .start_if_due(waited, &self.context, endpoint, self.curve.as_ref())
+            {
                 let _ = pending.replies.send(Err(e));
                 return Step::Discard;
             }
-            if let Verdict::Refused(error) = pending.probing.verdict(&self.endpoint) {
+            if let Verdict::Refused(error) = pending.probing.verdict(endpoint) {
                 let _ = pending.replies.send(Err(error));
                 return Step::Discard;
+            }
+            // Nothing sent yet and the broker does not connect: wait on the next one instead,
+            // within the same deadline (`brokers.rs`).
+            if self.brokers.several() && waited >= FAILOVER_AFTER {
+                let next = self.brokers.failed(broker);
+                return match fresh(next) {
+                    Ok(connection) => {
+                        pending.connection = connection;
+                        pending.started = Instant::now();
+                        pending.probing = Probing::default();
+                        Step::Retry
+                    }
+                    Err(e) => {
+                        let _ = pending.replies.send(Err(e));
+                        Step::Discard
+                    }
+                };
             }
         }
         let failure = match looked {
@@ -501,10 +553,11 @@ impl IoThread {
             let _ = pending.replies.send(Err(error));
             return Step::Discard;
         }
-        // The next attempt on a brand-new connection (a pooled one that has not yet noticed the
-        // same broker's death would lose it at once); the old one, and any late reply on it, is
-        // closed.
-        match Connection::open(&self.context, &self.endpoint, self.curve.as_ref()) {
+        // The next attempt on a brand-new connection, to the next broker if there are several (a
+        // pooled one that has not yet noticed the same broker's death would lose it at once);
+        // the old one, and any late reply on it, is closed.
+        let next = self.brokers.failed(pending.connection.broker);
+        match fresh(next) {
             Ok(connection) => {
                 pending.connection = connection;
                 pending.sent = false;

@@ -1,5 +1,6 @@
 //! The blocking client: each request runs on the caller's thread with a pooled socket of its own,
-//! watching for its reply and for its connection dropping.
+//! watching for its reply and for its connection dropping, and moving to the next broker when its
+//! own fails it (`brokers.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use crate::protocol::{self, Dialect};
 use crate::wake::millis_ceil;
 use crate::Frames;
 
+use super::brokers::{Brokers, FAILOVER_AFTER};
 use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
 use super::probe::{Probing, Verdict};
@@ -27,29 +29,37 @@ pub struct Client {
 
 struct Shared {
     context: zmq::Context,
-    endpoint: String,
+    brokers: Brokers,
     curve: Option<ClientCurve>,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Client {
-    /// A client of the broker at `endpoint`. Fails only on an invalid endpoint; the broker need
-    /// not be up yet.
+    /// A client of the broker at `endpoint`, or of several brokers separated by commas
+    /// (`tcp://b0:9797,tcp://b1:9797`) among which it fails over (see the module docs). Fails
+    /// only on an invalid endpoint; the broker need not be up yet.
     pub fn connect(endpoint: &str) -> Result<Client, ClientError> {
         Client::connect_with(endpoint, None)
     }
 
-    /// A client of the broker at `endpoint` whose sockets are CURVE clients with `curve` (plain
-    /// ones with `None`, like [`connect`](Self::connect)).
+    /// A client of the broker(s) at `endpoint` whose sockets are CURVE clients with `curve`
+    /// (plain ones with `None`, like [`connect`](Self::connect)). With several brokers, `curve`
+    /// holds for each: they share one server key.
     pub fn connect_with(endpoint: &str, curve: Option<ClientCurve>) -> Result<Client, ClientError> {
+        let brokers = Brokers::parse(endpoint)?;
         let context = zmq::Context::new();
-        let first = Connection::open(&context, endpoint, curve.as_ref())?;
+        // Every endpoint is checked now, so a typo in the third is not found only at failover.
+        let mut first = None;
+        for index in 0..brokers.endpoints().len() {
+            let connection = Connection::open(&context, &brokers, index, curve.as_ref())?;
+            first.get_or_insert(connection);
+        }
         Ok(Client {
             shared: Arc::new(Shared {
                 context,
-                endpoint: endpoint.to_owned(),
+                brokers,
                 curve,
-                idle: Mutex::new(vec![first]),
+                idle: Mutex::new(first.into_iter().collect()),
             }),
             options: Options::default(),
         })
@@ -81,9 +91,15 @@ impl Client {
         self
     }
 
-    /// The broker endpoint.
+    /// The endpoint of the broker requests go to now (with several, the one failover is at).
     pub fn endpoint(&self) -> &str {
-        &self.shared.endpoint
+        let brokers = &self.shared.brokers;
+        brokers.endpoint(brokers.current())
+    }
+
+    /// Every broker endpoint of this client, in failover order.
+    pub fn endpoints(&self) -> &[String] {
+        self.shared.brokers.endpoints()
     }
 
     /// The timeout of each attempt of a request.
@@ -151,25 +167,29 @@ impl Client {
         mmi::parse_json(&self.request(mmi::BROKER, Vec::new())?)
     }
 
-    /// A pooled connection (ZeroMQ reconnects it by itself if it dropped while idle) or a new one.
+    /// A pooled connection to the current broker (ZeroMQ reconnects it by itself if it dropped
+    /// while idle) or a new one. Pooled connections to other brokers are closed.
     fn checkout(&self) -> Result<Connection, ClientError> {
-        let pooled = self
-            .shared
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let current = self.shared.brokers.current();
+        let pooled = {
+            let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|c| c.broker == current);
+            idle.pop()
+        };
         match pooled {
             Some(connection) => Ok(connection),
-            None => self.open(),
+            None => self.open(current),
         }
     }
 
-    fn open(&self) -> Result<Connection, ClientError> {
+    /// A new connection to broker number `broker`.
+    fn open(&self, broker: usize) -> Result<Connection, ClientError> {
+        let shared = &self.shared;
         Connection::open(
-            &self.shared.context,
-            &self.shared.endpoint,
-            self.shared.curve.as_ref(),
+            &shared.context,
+            &shared.brokers,
+            broker,
+            shared.curve.as_ref(),
         )
     }
 
@@ -205,11 +225,26 @@ pub struct ReplyStream {
 impl ReplyStream {
     /// Starts an attempt on `connection`; the request goes out once it is connected.
     fn attempt_on(&mut self, connection: Connection) {
+        self.wait_on(connection);
+        self.deadline = self.started + self.client.options.retry.attempt_timeout();
+    }
+
+    /// Waits for `connection` to come up to send the current attempt on it.
+    fn wait_on(&mut self, connection: Connection) {
         self.connection = Some(connection);
         self.sent = false;
         self.started = Instant::now();
-        self.deadline = self.started + self.client.options.retry.attempt_timeout();
         self.probing = Probing::default();
+    }
+
+    /// The current attempt has not gone out and its broker's connection is not up after
+    /// [`FAILOVER_AFTER`]: it waits on a connection to the next broker instead, within the same
+    /// deadline (nothing was sent, so no attempt is used).
+    fn fail_over(&mut self, broker: usize) -> Result<(), ClientError> {
+        let next = self.client.shared.brokers.failed(broker);
+        let fresh = self.client.open(next)?;
+        self.wait_on(fresh);
+        Ok(())
     }
 
     /// Sends the current attempt if it has not gone out yet and its connection is up.
@@ -236,13 +271,15 @@ impl ReplyStream {
     }
 
     /// Ends the current attempt, which failed with `error`: its socket is closed (a late reply
-    /// can reach nobody) and the next attempt starts on a brand-new connection if attempts
-    /// remain; else `error`. Never a pooled connection: one that has not yet noticed the same
-    /// broker's death would lose the resend at once.
+    /// can reach nobody) and the next attempt starts on a brand-new connection, to the next
+    /// broker if the client has several, if attempts remain; else `error`. Never a pooled
+    /// connection: one that has not yet noticed the same broker's death would lose the resend at
+    /// once.
     fn retry_after(&mut self, error: ClientError) -> Result<(), ClientError> {
-        self.connection = None;
+        let broker = self.connection.take().map_or(0, |c| c.broker);
         self.attempts.retry_after(error)?;
-        let fresh = self.client.open()?;
+        let next = self.client.shared.brokers.failed(broker);
+        let fresh = self.client.open(next)?;
         self.attempt_on(fresh);
         Ok(())
     }
@@ -295,19 +332,28 @@ impl ReplyStream {
                 // Still no connection: a broker refusing the handshake must not look like a
                 // timeout.
                 let shared = &self.client.shared;
+                let broker = connection.broker;
+                let endpoint = shared.brokers.endpoint(broker);
                 let waited = self.started.elapsed();
                 self.probing.start_if_due(
                     waited,
                     &shared.context,
-                    &shared.endpoint,
+                    endpoint,
                     shared.curve.as_ref(),
                 )?;
-                if let Verdict::Refused(error) = self.probing.verdict(&shared.endpoint) {
+                if let Verdict::Refused(error) = self.probing.verdict(endpoint) {
                     self.connection = None;
                     return Err(error);
                 }
                 if let Some(due) = self.probing.due_in(waited) {
                     wait = wait.min(due);
+                }
+                if shared.brokers.several() {
+                    if waited >= FAILOVER_AFTER {
+                        self.fail_over(broker)?;
+                        continue;
+                    }
+                    wait = wait.min(FAILOVER_AFTER - waited);
                 }
             }
             let Some(connection) = self.connection.as_ref() else {

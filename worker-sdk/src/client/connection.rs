@@ -31,6 +31,7 @@
 
 use zmq_sys::RawFd;
 
+use super::brokers::Brokers;
 use super::{connect_socket, ClientError};
 use crate::curve::ClientCurve;
 
@@ -38,6 +39,8 @@ use crate::curve::ClientCurve;
 /// changes apart.
 pub(crate) struct Connection {
     socket: zmq::Socket,
+    /// Which of the client's brokers it connects to (an index into its [`Brokers`]).
+    pub(crate) broker: usize,
     /// libzmq's notification fd of `socket` (`ZMQ_FD`).
     fd: RawFd,
 }
@@ -53,19 +56,20 @@ pub(crate) struct State {
 }
 
 impl Connection {
-    /// A new DEALER connecting to `endpoint` (in the background: the broker need not be up), as
-    /// a CURVE client with `curve`.
+    /// A new DEALER connecting to broker number `broker` of `brokers` (in the background: the
+    /// broker need not be up), as a CURVE client with `curve`.
     pub(crate) fn open(
         context: &zmq::Context,
-        endpoint: &str,
+        brokers: &Brokers,
+        broker: usize,
         curve: Option<&ClientCurve>,
     ) -> Result<Connection, ClientError> {
         let socket = context.socket(zmq::DEALER)?;
         // Before connecting: it decides how libzmq sets up the connection's pipe.
         socket.set_immediate(true)?;
-        connect_socket(&socket, endpoint, curve)?;
+        connect_socket(&socket, brokers.endpoint(broker), curve)?;
         let fd = socket.get_fd()?;
-        Ok(Connection { socket, fd })
+        Ok(Connection { socket, broker, fd })
     }
 
     /// The DEALER, to send requests and read replies on. Call [`state`](Self::state) after using
@@ -119,7 +123,8 @@ mod tests {
     fn state_follows_the_connection_and_the_wake_item_fires_on_each_change() {
         let endpoint = free_endpoint();
         let context = zmq::Context::new();
-        let connection = Connection::open(&context, &endpoint, None).unwrap();
+        let connection =
+            Connection::open(&context, &Brokers::parse(&endpoint).unwrap(), 0, None).unwrap();
         assert!(!connection.state().unwrap().connected, "no peer yet");
         assert_eq!(
             connection.socket().send("early", zmq::DONTWAIT),

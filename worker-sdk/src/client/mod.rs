@@ -27,6 +27,11 @@
 //! out its timeout, or is resent if its [`RetryPolicy`] has attempts left. Either way its outcome
 //! is unknown: the worker may have carried it out.
 //!
+//! **Several brokers.** Given several endpoints separated by commas, a client fails over among
+//! them (DESIGN.md §8, `brokers.rs`): a request whose broker does not connect within a second
+//! moves to the next one unsent; one whose broker died or went silent after it was sent is resent
+//! to the next one if its [`RetryPolicy`] has attempts left.
+//!
 //! **Timeouts and retries** ([`RetryPolicy`], the zguide's Lazy Pirate). The timeout bounds each
 //! attempt: the wait for each reply message (for a plain request that is the whole attempt,
 //! unless the worker streams PARTIALs). An attempt that times out or loses its connection before
@@ -50,6 +55,7 @@
 
 mod async_client;
 mod blocking;
+mod brokers;
 mod connection;
 mod mmi;
 mod probe;

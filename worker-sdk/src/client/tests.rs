@@ -349,3 +349,60 @@ fn with_retries_a_dropped_connection_resends_once_the_peer_is_back() {
         .unwrap();
     assert_eq!(reply.unwrap(), frames(&[b"answered"]));
 }
+
+#[test]
+fn a_request_moves_unsent_past_brokers_that_are_down_and_later_ones_go_straight_there() {
+    let (down, up) = (free_endpoint(), free_endpoint());
+    let peer = Peer::bind(&up);
+    let list = format!("{down},{up}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let blocking = Client::connect(&list)
+        .unwrap()
+        .with_timeout(Duration::from_secs(60));
+    let asynchronous = AsyncClient::connect(&list)
+        .unwrap()
+        .with_timeout(Duration::from_secs(60));
+    assert_eq!(blocking.endpoints(), [down.clone(), up.clone()]);
+    // The first round moves each client to the broker that is up (after FAILOVER_AFTER); the
+    // second goes there at once, and is sent only there too.
+    for _ in 0..2 {
+        let result = within_deadline({
+            let client = blocking.clone();
+            move || client.request("svc", frames(&[b"b"]))
+        });
+        let (id, _, _, body) = peer.expect_request();
+        assert_eq!(body, frames(&[b"b"]), "sent once, to the broker that is up");
+        peer.final_reply(&id, "svc", &[b"ok"]);
+        assert_eq!(result().unwrap(), frames(&[b"ok"]));
+
+        let task = runtime.spawn({
+            let client = asynchronous.clone();
+            async move { client.request("svc", frames(&[b"a"])).await }
+        });
+        let (id, _, _, body) = peer.expect_request();
+        assert_eq!(body, frames(&[b"a"]));
+        peer.final_reply(&id, "svc", &[b"ok"]);
+        let reply = runtime
+            .block_on(async { tokio::time::timeout(DEADLINE, task).await })
+            .expect("not answered")
+            .unwrap();
+        assert_eq!(reply.unwrap(), frames(&[b"ok"]));
+        assert_eq!((blocking.endpoint(), asynchronous.endpoint()), (&*up, &*up));
+    }
+}
+
+#[test]
+fn a_request_lost_with_its_broker_is_resent_to_the_next_one() {
+    let (first, second) = (free_endpoint(), free_endpoint());
+    let (peer, next) = (Peer::bind(&first), Peer::bind(&second));
+    let client = Client::connect(&format!("{first},{second}"))
+        .unwrap()
+        .with_retry_policy(RetryPolicy::new(2, Duration::from_secs(60)));
+    let result = within_deadline(move || client.request("svc", frames(&[b"x"])));
+    peer.expect_request();
+    drop(peer);
+    let (id, _, _, body) = next.expect_request();
+    assert_eq!(body, frames(&[b"x"]));
+    next.final_reply(&id, "svc", &[b"from the second"]);
+    assert_eq!(result().unwrap(), frames(&[b"from the second"]));
+}

@@ -12,7 +12,9 @@
 //!
 //! Broker loss (nothing heard for liveness × interval, or the connection closed) or a DISCONNECT
 //! from the broker closes the socket and registers again on a new one, with exponential backoff
-//! after a loss.
+//! after a loss. A socket that has not connected yet is kept, however long the broker stays away:
+//! libzmq keeps retrying it, so a broker that comes back has the worker's READY within about
+//! 100 ms.
 //!
 //! A broker that never answers READY (one that speaks another MDP version drops it unread, and so
 //! does a peer that is no broker) would leave the worker reconnecting silently forever, so the
@@ -377,7 +379,14 @@ impl Session {
                 heartbeat_at = now + settings.heartbeat;
             }
             if now >= broker_expiry {
-                break 'session End::Lost;
+                if ready_sent {
+                    break 'session End::Lost;
+                }
+                // Never connected: libzmq retries this socket's connection every 100 ms by
+                // itself, so keep it. A new socket after a backoff would only reach a broker that
+                // comes back (a restart, a failover) later, up to the backoff's maximum.
+                self.unanswered(false, patience);
+                broker_expiry = now + patience;
             }
         };
         if ready_sent && matches!(end, End::Lost) {
