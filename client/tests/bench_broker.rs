@@ -118,3 +118,25 @@ fn bad_shapes_are_refused_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn cluster_runs_through_several_brokers_verify_every_reply() {
+    let run = bench(&[
+        "cluster",
+        "--brokers",
+        "3",
+        "--rounds",
+        "1",
+        "--requests",
+        "3000",
+        "--clients",
+        "3",
+    ]);
+    assert_eq!(
+        (&run["mode"], &run["brokers"]),
+        (&"cluster".into(), &3.into())
+    );
+    assert_clean(&run["one_broker"][0], 3000);
+    assert_clean(&run["brokers_runs"][0], 3000);
+    assert!(run["throughput_ratio"].as_f64().unwrap() > 0.0, "{run}");
+}

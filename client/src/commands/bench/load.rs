@@ -75,7 +75,8 @@ fn mdp_request(service: &str, dialect: Dialect, payload: &[u8]) -> Vec<Frame> {
 /// One load run's shape.
 #[derive(Clone, Debug)]
 pub struct LoadSpec {
-    /// Endpoint the clients connect to.
+    /// Endpoint the clients connect to; several separated by commas spread the clients over
+    /// them (client `id` uses number `id % n`).
     pub endpoint: String,
     /// Parallel client sockets (one thread each).
     pub clients: usize,
@@ -235,7 +236,8 @@ fn run_client(
         s.set_sndhwm(0)?;
         s.set_rcvhwm(0)?;
         plantd_worker_sdk::curve::apply_client(spec.curve.as_ref(), &s)?;
-        s.connect(&spec.endpoint)?;
+        let endpoints: Vec<&str> = spec.endpoint.split(',').collect();
+        s.connect(endpoints[id as usize % endpoints.len()])?;
         Ok(s)
     }) {
         Ok(s) => s,

@@ -10,6 +10,8 @@
 //!   and prints the CURVE/NULL ratios (`curve.rs`).
 //! - `plant bench ceiling`: the same traffic through a bare ROUTER↔DEALER `zmq_proxy`;
 //!   `--mdp-frames` frames it like MDP client requests.
+//! - `plant bench cluster`: the same echo load spread over N in-process brokers against one
+//!   broker, alternated (`cluster.rs`).
 //! - `plant bench state`: state-set/state-get against echo through an in-process broker.
 //! - `plant bench proxy`: echo through the HTTP proxy against the same echo over MDP with the
 //!   async client, interleaved, plus a bare axum route (`proxy.rs`).
@@ -22,6 +24,7 @@
 //! Method and results: `docs/benchmarks.md`.
 
 mod bus;
+mod cluster;
 mod curve;
 mod idle;
 mod load;
@@ -54,6 +57,8 @@ pub enum BenchCommand {
     Broker(LoadArgs),
     /// The same traffic through a bare libzmq ROUTER↔DEALER proxy (the ceiling).
     Ceiling(LoadArgs),
+    /// Echo through N brokers, clients spread over them, against one broker, alternated.
+    Cluster(cluster::ClusterArgs),
     /// Broker memory and CPU with many idle clients and workers.
     Idle(idle::IdleArgs),
     /// Pub/sub throughput through a broker bus vs. a bare XSUB/XPUB proxy and PUSH→PULL.
@@ -148,6 +153,13 @@ pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
     let command = match command {
         BenchCommand::Broker(args) => BenchCommand::Broker(LoadArgs { protocol, ..args }),
         BenchCommand::Ceiling(args) => BenchCommand::Ceiling(LoadArgs { protocol, ..args }),
+        BenchCommand::Cluster(args) => BenchCommand::Cluster(cluster::ClusterArgs {
+            load: LoadArgs {
+                protocol,
+                ..args.load
+            },
+            ..args
+        }),
         other => other,
     };
     match command {
@@ -163,6 +175,7 @@ pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
             print_report("ceiling", &args, &report, json);
             check(&report)
         }
+        BenchCommand::Cluster(args) => cluster::run(args, json),
         BenchCommand::Idle(args) => idle::run(args, json),
         BenchCommand::Bus(args) => bus::run(args, json),
         BenchCommand::State(args) => state::run(args, json),
