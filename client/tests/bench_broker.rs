@@ -140,3 +140,43 @@ fn cluster_runs_through_several_brokers_verify_every_reply() {
     assert_clean(&run["brokers_runs"][0], 3000);
     assert!(run["throughput_ratio"].as_f64().unwrap() > 0.0, "{run}");
 }
+
+#[test]
+fn the_nats_comparison_runs_both_systems_and_verifies_every_reply() {
+    let found = std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("PLANTD_REQUIRE_NATS").is_none(),
+            "nats-server is missing and PLANTD_REQUIRE_NATS is set"
+        );
+        eprintln!("skipped: nats-server is not installed (Debian: apt-get install nats-server)");
+        return;
+    }
+    let run = bench(&[
+        "nats",
+        "--rounds",
+        "1",
+        "--duration",
+        "0.3",
+        "--clients",
+        "2",
+        "--window",
+        "8",
+    ]);
+    assert_eq!(run["mode"], "nats", "{run}");
+    let round = &run["rounds"][0];
+    for report in [
+        "nats_pipelined",
+        "plantd_pipelined",
+        "nats_synchronous",
+        "plantd_synchronous",
+    ] {
+        let r = &round[report];
+        assert!(r["completed"].as_u64().unwrap() > 0, "{report}: {r}");
+        assert_eq!(r["errors"], 0, "{report}: {r}");
+    }
+    assert!(run["throughput_ratio"].as_f64().unwrap() > 0.0, "{run}");
+}

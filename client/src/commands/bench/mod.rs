@@ -15,6 +15,8 @@
 //! - `plant bench state`: state-set/state-get against echo through an in-process broker.
 //! - `plant bench proxy`: echo through the HTTP proxy against the same echo over MDP with the
 //!   async client, interleaved, plus a bare axum route (`proxy.rs`).
+//! - `plant bench nats`: plantd with SDK workers and clients against NATS request-reply with
+//!   async-nats peers, same shape, interleaved (`nats.rs`).
 //! - `plant bench idle`: a `plantd-broker` child process with 1,000 idle clients and 100 idle
 //!   workers; reports its resident memory and CPU use.
 //! - `plant bench memory`: a `plantd-broker` child process under a load (malformed messages, a
@@ -29,6 +31,7 @@ mod curve;
 mod idle;
 mod load;
 mod memory;
+mod nats;
 mod peers;
 mod process;
 mod proxy;
@@ -69,6 +72,9 @@ pub enum BenchCommand {
     Proxy(proxy::ProxyBenchArgs),
     /// Broker resident memory before, at the peak and after a load (does memory come back?).
     Memory(memory::MemoryArgs),
+    /// plantd (SDK workers and async clients) against NATS request-reply (nats-server,
+    /// async-nats), pipelined and synchronous, interleaved.
+    Nats(nats::NatsArgs),
     /// Runs the broker library in this process, configured from the environment like
     /// plantd-broker (what `bench memory` and `bench idle` start when there is no plantd-broker
     /// binary).
@@ -180,6 +186,7 @@ pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
         BenchCommand::Bus(args) => bus::run(args, json),
         BenchCommand::State(args) => state::run(args, json),
         BenchCommand::Memory(args) => memory::run(args, json),
+        BenchCommand::Nats(args) => nats::run(args, json),
         BenchCommand::Proxy(args) => proxy::run(args, json),
         BenchCommand::ServeBroker => serve_broker(),
     }
