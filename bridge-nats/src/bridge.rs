@@ -82,7 +82,10 @@ impl Throttled {
     /// Whether to log now, and how many were held back since the last one.
     fn due(&mut self) -> Option<u64> {
         let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < WARN_INTERVAL) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < WARN_INTERVAL)
+        {
             self.held += 1;
             return None;
         }
@@ -102,7 +105,9 @@ fn set_check(check: &Check, monitor: &mut ConnectionMonitor, endpoint: &str) {
     if monitor.is_connected() {
         check.up();
     } else if let Some(failure) = monitor.handshake_failure() {
-        check.down(format!("{endpoint} refused the CURVE handshake: {failure:?}"));
+        check.down(format!(
+            "{endpoint} refused the CURVE handshake: {failure:?}"
+        ));
     } else {
         check.down(format!("not connected to {endpoint}"));
     }
@@ -202,7 +207,7 @@ pub enum ExportMode {
     /// Core NATS: fire and forget, dropped while disconnected.
     Core,
     /// JetStream: publish with ack, retried.
-    JetStream(jetstream::Context),
+    JetStream(Box<jetstream::Context>),
 }
 
 /// Publishes the export queue on NATS, in order.
@@ -250,16 +255,20 @@ pub async fn export_to_nats(
                     "Nats-Msg-Id",
                     format!("{}-{run_id}-{sequence}", shared.origin),
                 );
-                publish_acked(&shared, &client, context, out.subject, out.headers, out.payload)
-                    .await
+                publish_acked(
+                    &shared,
+                    &client,
+                    context,
+                    out.subject,
+                    out.headers,
+                    out.payload,
+                )
+                .await
             }
         };
         match published {
             Ok(()) => {
-                metrics
-                    .bridged
-                    .with_label_values(&[EXPORT, &out.bus])
-                    .inc();
+                metrics.bridged.with_label_values(&[EXPORT, &out.bus]).inc();
                 metrics
                     .lag
                     .with_label_values(&[EXPORT])
@@ -342,7 +351,7 @@ pub enum Inbound {
     /// From a core subscription.
     Core(async_nats::Message, Instant),
     /// From a JetStream consumer: acked once published on the bus.
-    JetStream(jetstream::Message, Instant),
+    JetStream(Box<jetstream::Message>, Instant),
 }
 
 impl Inbound {
@@ -386,7 +395,11 @@ pub async fn core_source(
                         next = subscriber.next() => next,
                     };
                     let Some(message) = next else { break };
-                    if tx.send(Inbound::Core(message, Instant::now())).await.is_err() {
+                    if tx
+                        .send(Inbound::Core(message, Instant::now()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -476,7 +489,7 @@ async fn consume(
         match next {
             Some(Ok(message)) => {
                 if tx
-                    .send(Inbound::JetStream(message, Instant::now()))
+                    .send(Inbound::JetStream(Box::new(message), Instant::now()))
                     .await
                     .is_err()
                 {

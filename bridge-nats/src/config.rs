@@ -127,7 +127,7 @@ pub struct SubjectMapping {
 }
 
 /// One bus and what crosses it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BridgedBus {
     /// A name for logs, metrics and health checks (`metric`).
@@ -256,18 +256,6 @@ impl Default for SubjectMapping {
     }
 }
 
-impl Default for BridgedBus {
-    fn default() -> Self {
-        BridgedBus {
-            name: String::new(),
-            frontend: String::new(),
-            backend: String::new(),
-            export: Vec::new(),
-            import: Vec::new(),
-        }
-    }
-}
-
 impl Default for JetStreamSettings {
     fn default() -> Self {
         JetStreamSettings {
@@ -330,7 +318,10 @@ impl BridgeConfig {
                 return invalid(format!("bus {:?} exports, so it needs a backend", bus.name));
             }
             if !bus.import.is_empty() && bus.frontend.trim().is_empty() {
-                return invalid(format!("bus {:?} imports, so it needs a frontend", bus.name));
+                return invalid(format!(
+                    "bus {:?} imports, so it needs a frontend",
+                    bus.name
+                ));
             }
             for prefix in &bus.export {
                 if !prefix.starts_with(&self.mapping.topic_prefix) {
@@ -367,9 +358,8 @@ impl BridgeConfig {
             }
             let bad_name = |s: &str| {
                 s.is_empty()
-                    || s.chars().any(|c| {
-                        c.is_whitespace() || c.is_control() || ".*>/\\".contains(c)
-                    })
+                    || s.chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
             };
             if bad_name(&js.stream) {
                 return invalid(format!(
@@ -417,7 +407,11 @@ impl BridgeConfig {
             })
             .take(48)
             .collect();
-        let host = if host.is_empty() { "bridge".into() } else { host };
+        let host = if host.is_empty() {
+            "bridge".into()
+        } else {
+            host
+        };
         format!("{host}-{}", std::process::id())
     }
 
@@ -530,10 +524,22 @@ mod tests {
             assert!(e.contains(needle), "{needle:?} not in {e}");
         };
         refused(&|c| c.bridge_id = "a b".into(), "bridge_id");
-        refused(&|c| c.buses[0].import = vec!["plantd.metric".into()], "end with '.'");
-        refused(&|c| c.buses[0].import = vec!["plantd.*.".into()], "import prefix");
-        refused(&|c| c.buses[0].import = vec!["other.".into()], "subject_prefix");
-        refused(&|c| c.buses[0].export = vec!["com.example.".into()], "topic_prefix");
+        refused(
+            &|c| c.buses[0].import = vec!["plantd.metric".into()],
+            "end with '.'",
+        );
+        refused(
+            &|c| c.buses[0].import = vec!["plantd.*.".into()],
+            "import prefix",
+        );
+        refused(
+            &|c| c.buses[0].import = vec!["other.".into()],
+            "subject_prefix",
+        );
+        refused(
+            &|c| c.buses[0].export = vec!["com.example.".into()],
+            "topic_prefix",
+        );
         refused(&|c| c.buses.clear(), "at least one bus");
         refused(
             &|c| {
@@ -565,6 +571,9 @@ mod tests {
         );
         refused(&|c| c.nats.user = Some("u".into()), "go together");
         refused(&|c| c.max_pending = 0, "max_pending");
-        refused(&|c| c.mapping.subject_prefix = "plantd".into(), "subject_prefix");
+        refused(
+            &|c| c.mapping.subject_prefix = "plantd".into(),
+            "subject_prefix",
+        );
     }
 }

@@ -21,7 +21,9 @@ pub mod metrics;
 pub mod nats;
 pub mod service;
 
-pub use config::{BridgeConfig, BridgedBus, JetStreamSettings, NatsSettings, Secret, SubjectMapping};
+pub use config::{
+    BridgeConfig, BridgedBus, JetStreamSettings, NatsSettings, Secret, SubjectMapping,
+};
 pub use error::BridgeError;
 pub use plantd_worker_sdk::Shutdown;
 pub use service::run;

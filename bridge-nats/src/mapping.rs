@@ -142,7 +142,9 @@ pub fn decode_frames(count: Option<&str>, body: &[u8]) -> Result<Vec<Vec<u8>>, F
     let mut frames = Vec::with_capacity(n);
     let mut rest = body;
     for _ in 0..n {
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or(FrameError::BadBody(n))?;
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or(FrameError::BadBody(n))?;
         let len = u32::from_be_bytes(*len) as usize;
         if tail.len() < len {
             return Err(FrameError::BadBody(n));
@@ -272,10 +274,7 @@ mod tests {
             map.topic("plantd.metric.vm.cpu").unwrap(),
             "org.plantd.metric.vm.cpu"
         );
-        assert_eq!(
-            map.subject("com.example.x"),
-            Err(Unmappable::OutsidePrefix)
-        );
+        assert_eq!(map.subject("com.example.x"), Err(Unmappable::OutsidePrefix));
         for bad in [
             "org.plantd.metric.bad host.cpu",
             "org.plantd.metric.a*.cpu",

@@ -70,10 +70,7 @@ impl BridgeMetrics {
                 .buckets(buckets),
                 &["direction"],
             )?,
-            connected: IntGauge::new(
-                "plantd_bridge_nats_connected",
-                "1 while connected to NATS",
-            )?,
+            connected: IntGauge::new("plantd_bridge_nats_connected", "1 while connected to NATS")?,
             connection_events: IntCounterVec::new(
                 Opts::new(
                     "plantd_bridge_nats_connection_events_total",

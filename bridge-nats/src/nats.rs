@@ -58,9 +58,11 @@ pub async fn connect(
     let shown = servers.join(",");
     let addrs: Vec<async_nats::ServerAddr> = servers
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
+            // Not the text itself: it might carry a password.
             s.parse::<async_nats::ServerAddr>()
-                .map_err(|e| BridgeError::Nats(format!("nats.url {s:?}: {e}")))
+                .map_err(|e| BridgeError::Config(format!("nats.url, server #{}: {e}", i + 1)))
         })
         .collect::<Result<_, _>>()?;
     if addrs.iter().any(|a| a.has_user_pass()) {
@@ -116,7 +118,10 @@ fn on_event(metrics: &BridgeMetrics, event: Event) {
             "closed"
         }
         Event::SlowConsumer(sid) => {
-            tracing::warn!(sid, "NATS subscription is a slow consumer: messages dropped");
+            tracing::warn!(
+                sid,
+                "NATS subscription is a slow consumer: messages dropped"
+            );
             "slow_consumer"
         }
         Event::ServerError(e) => {

@@ -150,7 +150,14 @@ pub async fn run(config: BridgeConfig, shutdown: Shutdown) -> Result<(), BridgeE
             ));
             // The sources start once the publisher can publish (below), so that nothing a
             // JetStream consumer replays is published into the void.
-            let sources = sources(&config, &client, context.as_ref(), &bus.name, &bus.import, &origin);
+            let sources = sources(
+                &config,
+                &client,
+                context.as_ref(),
+                &bus.name,
+                &bus.import,
+                &origin,
+            );
             let stop = local.clone();
             tasks.spawn(async move {
                 if ready_rx.await.is_err() {
@@ -167,7 +174,7 @@ pub async fn run(config: BridgeConfig, shutdown: Shutdown) -> Result<(), BridgeE
     }
     drop(export_tx);
     let mode = match context {
-        Some(context) => ExportMode::JetStream(context),
+        Some(context) => ExportMode::JetStream(Box::new(context)),
         None => ExportMode::Core,
     };
     tasks.spawn(bridge::export_to_nats(
@@ -211,7 +218,7 @@ enum Source {
     },
     JetStream {
         client: async_nats::Client,
-        context: jetstream::Context,
+        context: Box<jetstream::Context>,
         spec: ConsumerSpec,
     },
 }
@@ -224,7 +231,7 @@ impl Source {
                 client,
                 context,
                 spec,
-            } => bridge::jetstream_source(client, context, spec, tx, stop).await,
+            } => bridge::jetstream_source(client, *context, spec, tx, stop).await,
         }
     }
 }
@@ -242,7 +249,7 @@ fn sources(
         .map(|prefix| match (context, &config.jetstream) {
             (Some(context), Some(js)) => Source::JetStream {
                 client: client.clone(),
-                context: context.clone(),
+                context: Box::new(context.clone()),
                 spec: ConsumerSpec {
                     stream: js.stream.clone(),
                     durable: durable_name(js, origin, bus, prefix),
@@ -317,13 +324,17 @@ async fn setup_stream(
                     (answered, e.to_string())
                 })
         } else {
-            context.get_stream(&js.stream).await.map(|_| ()).map_err(|e| {
-                let answered = matches!(
-                    e.kind(),
-                    jetstream::context::GetStreamErrorKind::JetStream(_)
-                );
-                (answered, e.to_string())
-            })
+            context
+                .get_stream(&js.stream)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    let answered = matches!(
+                        e.kind(),
+                        jetstream::context::GetStreamErrorKind::JetStream(_)
+                    );
+                    (answered, e.to_string())
+                })
         };
         match result {
             Ok(()) => {

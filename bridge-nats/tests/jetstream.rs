@@ -57,7 +57,9 @@ fn jetstream_delivers_what_was_published_while_a_bridge_or_nats_was_down() {
             .publish(&format!("org.plantd.metric.away.{i:02}"), &[i as u8])
             .unwrap();
     }
-    pub_a.publish("org.plantd.metric.sentinel.1", b"end").unwrap();
+    pub_a
+        .publish("org.plantd.metric.sentinel.1", b"end")
+        .unwrap();
     wait_until("A's exports are acked by the stream", || {
         acked(&bridge_a) - before >= (WHILE_B_DOWN + 1) as f64
     });
@@ -88,7 +90,9 @@ fn jetstream_delivers_what_was_published_while_a_bridge_or_nats_was_down() {
             .publish(&format!("org.plantd.metric.held.{i:02}"), b"kept")
             .unwrap();
     }
-    pub_a.publish("org.plantd.metric.sentinel.2", b"end").unwrap();
+    pub_a
+        .publish("org.plantd.metric.sentinel.2", b"end")
+        .unwrap();
     wait_until("A has the outage's messages queued", || {
         bridge_a.metric("plantd_bridge_nats_pending", &[]) >= 1.0
     });
@@ -105,12 +109,18 @@ fn jetstream_delivers_what_was_published_while_a_bridge_or_nats_was_down() {
     assert_eq!(dropped, 0.0, "JetStream mode lost nothing");
 
     // No loop: B's sentinel reaches A after anything B could have re-exported.
-    pub_b.publish("org.plantd.metric.sentinel.b", b"end").unwrap();
+    pub_b
+        .publish("org.plantd.metric.sentinel.b", b"end")
+        .unwrap();
     let at_a = collect_until(&sub_a, "org.plantd.metric.sentinel.b");
     for prefix in ["org.plantd.metric.away.", "org.plantd.metric.held."] {
         let topics = count(&at_a, prefix);
         let unique: std::collections::BTreeSet<_> = topics.iter().collect();
-        assert_eq!(topics.len(), unique.len(), "A's bus saw each of its messages once");
+        assert_eq!(
+            topics.len(),
+            unique.len(),
+            "A's bus saw each of its messages once"
+        );
         assert!(!topics.is_empty());
     }
     assert!(

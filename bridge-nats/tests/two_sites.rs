@@ -30,7 +30,9 @@ fn collect_nats_until(
                 Ok(Some(m)) => seen.push(m),
                 Ok(None) | Err(_) => panic!(
                     "the sentinel {sentinel} never arrived on NATS; saw {:?}",
-                    seen.iter().map(|m| m.subject.to_string()).collect::<Vec<_>>()
+                    seen.iter()
+                        .map(|m| m.subject.to_string())
+                        .collect::<Vec<_>>()
                 ),
             }
         }
@@ -104,7 +106,9 @@ fn two_sites_bridge_both_ways_exactly_once_with_payloads_unchanged() {
     for topic in bad {
         pub_a.publish(topic, &bytes).unwrap();
     }
-    pub_a.publish("org.plantd.metric.sentinel.a", b"end").unwrap();
+    pub_a
+        .publish("org.plantd.metric.sentinel.a", b"end")
+        .unwrap();
 
     // B's bus: each message once, payloads identical, nothing with a bad topic.
     let at_b = collect_until(&sub_b, "org.plantd.metric.sentinel.a");
@@ -115,10 +119,18 @@ fn two_sites_bridge_both_ways_exactly_once_with_payloads_unchanged() {
     let topics: Vec<&str> = at_b.iter().map(|m| m.topic.as_str()).collect();
     assert_eq!(
         topics,
-        [topic, "org.plantd.metric.vm.parts", "org.plantd.metric.vm.bare"],
+        [
+            topic,
+            "org.plantd.metric.vm.parts",
+            "org.plantd.metric.vm.bare"
+        ],
         "B's bus got each message once, in order, and no bad topic"
     );
-    assert_eq!(at_b[0].payload, [bytes.clone()], "MessagePack bytes unchanged");
+    assert_eq!(
+        at_b[0].payload,
+        std::slice::from_ref(&bytes),
+        "MessagePack bytes unchanged"
+    );
     assert_eq!(at_b[1].payload, parts, "multi-frame payload round-trips");
     assert!(at_b[2].payload.is_empty(), "topic-only message round-trips");
     let decoded: Metric = at_b[0].decode_body().unwrap();
@@ -126,7 +138,9 @@ fn two_sites_bridge_both_ways_exactly_once_with_payloads_unchanged() {
 
     // B's own bus traffic, exported by B, comes after anything B could have re-exported of A's:
     // so once this sentinel is through to A (and NATS), any loop would have shown.
-    pub_b.publish("org.plantd.metric.sentinel.b", b"end").unwrap();
+    pub_b
+        .publish("org.plantd.metric.sentinel.b", b"end")
+        .unwrap();
     let at_a = collect_until(&sub_a, "org.plantd.metric.sentinel.b");
     let count = |messages: &[plantd_worker_sdk::bus::BusMessage], t: &str| {
         messages.iter().filter(|m| m.topic == t).count()
@@ -141,10 +155,18 @@ fn two_sites_bridge_both_ways_exactly_once_with_payloads_unchanged() {
         .filter(|m| m.subject.as_str() == "plantd.metric.vm.cpu")
         .collect();
     assert_eq!(cpu.len(), 1, "NATS carried the metric exactly once");
-    assert_eq!(&cpu[0].payload[..], &bytes[..], "the NATS body is the MessagePack itself");
+    assert_eq!(
+        &cpu[0].payload[..],
+        &bytes[..],
+        "the NATS body is the MessagePack itself"
+    );
     assert_eq!(header(cpu[0], "plantd-origin"), Some("site-a"));
     assert_eq!(header(cpu[0], "plantd-hops"), Some("1"));
-    assert_eq!(header(cpu[0], "plantd-frames"), None, "one frame: no frame header");
+    assert_eq!(
+        header(cpu[0], "plantd-frames"),
+        None,
+        "one frame: no frame header"
+    );
     let parts_on_nats: Vec<_> = seen
         .iter()
         .filter(|m| m.subject.as_str() == "plantd.metric.vm.parts")
@@ -168,11 +190,17 @@ fn two_sites_bridge_both_ways_exactly_once_with_payloads_unchanged() {
     assert_eq!(dropped(&bridge_a, "invalid_subject"), 3.0);
     assert_eq!(dropped(&bridge_b, "invalid_subject"), 0.0);
     let suppressed = |bridge: &Bridge, reason: &str| {
-        bridge.metric("plantd_bridge_nats_loop_suppressed_total", &[("reason", reason)])
+        bridge.metric(
+            "plantd_bridge_nats_loop_suppressed_total",
+            &[("reason", reason)],
+        )
     };
     // B imported A's three messages and its sentinel and recognised each on its own bus.
     assert!(suppressed(&bridge_b, "own_import") >= 4.0);
-    assert!(suppressed(&bridge_a, "own_origin") >= 4.0, "A saw its exports come back");
+    assert!(
+        suppressed(&bridge_a, "own_origin") >= 4.0,
+        "A saw its exports come back"
+    );
     assert!(
         bridge_a.metric(
             "plantd_bridge_nats_messages_total",
@@ -180,9 +208,17 @@ fn two_sites_bridge_both_ways_exactly_once_with_payloads_unchanged() {
         ) >= 5.0
     );
     assert!(
-        bridge_b.metric("plantd_bridge_nats_messages_total", &[("direction", "import")]) >= 4.0
+        bridge_b.metric(
+            "plantd_bridge_nats_messages_total",
+            &[("direction", "import")]
+        ) >= 4.0
     );
-    assert!(bridge_b.metric("plantd_bridge_nats_lag_seconds_count", &[("direction", "import")]) >= 4.0);
+    assert!(
+        bridge_b.metric(
+            "plantd_bridge_nats_lag_seconds_count",
+            &[("direction", "import")]
+        ) >= 4.0
+    );
     assert_eq!(bridge_a.metric("plantd_bridge_nats_connected", &[]), 1.0);
 }
 
@@ -240,7 +276,9 @@ fn nats_and_broker_restarts_are_survived_and_outage_messages_counted_as_dropped(
     });
     probe_until_through(&pub_a, &sub_b, "org.plantd.metric.probe-2");
     pub_a.publish("org.plantd.metric.after.nats", b"x").unwrap();
-    pub_a.publish("org.plantd.metric.sentinel.1", b"end").unwrap();
+    pub_a
+        .publish("org.plantd.metric.sentinel.1", b"end")
+        .unwrap();
     let seen = collect_until(&sub_b, "org.plantd.metric.sentinel.1");
     assert!(
         !seen.iter().any(|m| m.topic.contains(".outage.")),
@@ -252,7 +290,11 @@ fn nats_and_broker_restarts_are_survived_and_outage_messages_counted_as_dropped(
             .count(),
         1
     );
-    assert_eq!(down(&bridge_a) - before, OUTAGE as f64, "exactly the outage was dropped");
+    assert_eq!(
+        down(&bridge_a) - before,
+        OUTAGE as f64,
+        "exactly the outage was dropped"
+    );
     let events = |bridge: &Bridge, event: &str| {
         bridge.metric(
             "plantd_bridge_nats_connection_events_total",
@@ -260,7 +302,10 @@ fn nats_and_broker_restarts_are_survived_and_outage_messages_counted_as_dropped(
         )
     };
     assert!(events(&bridge_a, "disconnected") >= 1.0);
-    assert!(events(&bridge_a, "connected") >= 2.0, "connected, then reconnected");
+    assert!(
+        events(&bridge_a, "connected") >= 2.0,
+        "connected, then reconnected"
+    );
 
     // Broker B restarts on the same ports: the bridge's bus sockets reconnect by themselves.
     drop(sub_b);
@@ -269,8 +314,12 @@ fn nats_and_broker_restarts_are_survived_and_outage_messages_counted_as_dropped(
     let started = Instant::now();
     probe_until_through(&pub_a, &sub_b, "org.plantd.metric.probe-3");
     assert!(started.elapsed() < DEADLINE);
-    pub_a.publish("org.plantd.metric.after.broker", b"y").unwrap();
-    pub_a.publish("org.plantd.metric.sentinel.2", b"end").unwrap();
+    pub_a
+        .publish("org.plantd.metric.after.broker", b"y")
+        .unwrap();
+    pub_a
+        .publish("org.plantd.metric.sentinel.2", b"end")
+        .unwrap();
     let seen = collect_until(&sub_b, "org.plantd.metric.sentinel.2");
     assert_eq!(
         seen.iter()

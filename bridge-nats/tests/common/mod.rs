@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use plantd_bridge_nats::{BridgeConfig, BridgedBus, JetStreamSettings, NatsSettings};
 use plantd_broker::bus::{BusConfig, BusSettings};
 use plantd_broker::BrokerConfig;
-use plantd_bridge_nats::{BridgeConfig, BridgedBus, JetStreamSettings, NatsSettings};
 use plantd_worker_sdk::bus::{BusMessage, Publisher, Subscriber};
 use plantd_worker_sdk::testing::{free_port, wait_until};
 use plantd_worker_sdk::Shutdown;
@@ -24,7 +24,11 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The `nats-server` binary, or `None` (after saying so) when the tests should skip.
 pub fn nats_server_binary() -> Option<PathBuf> {
-    let candidates = ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"];
+    let candidates = [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ];
     for candidate in candidates {
         let found = Command::new(candidate)
             .arg("--version")
@@ -304,11 +308,7 @@ pub fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-fn wait_healthy(
-    what: &str,
-    port: u16,
-    task: Option<&tokio::task::JoinHandle<Result<(), String>>>,
-) {
+fn wait_healthy(what: &str, port: u16, task: Option<&tokio::task::JoinHandle<Result<(), String>>>) {
     let url = format!("http://127.0.0.1:{port}/healthz");
     wait_until(&format!("{what} is UP"), || {
         if let Some(task) = task {
