@@ -72,6 +72,22 @@ pub async fn connect(
                 .into(),
         ));
     }
+    let loopback = |host: &str| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    for addr in &addrs {
+        if !tls.required && !addr.tls_required() && !loopback(addr.host()) {
+            tracing::warn!(
+                server = %addr.as_url_str(),
+                "NATS connection beyond loopback without TLS: bus traffic and credentials travel \
+                 in plaintext (set nats.tls.required or use a tls:// URL)"
+            );
+        }
+    }
     let options = options
         .name(name)
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))

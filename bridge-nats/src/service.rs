@@ -203,8 +203,11 @@ pub async fn run(config: BridgeConfig, shutdown: Shutdown) -> Result<(), BridgeE
             Err(_) => {}
         }
     }
-    if let Err(e) = client.flush().await {
-        tracing::debug!(error = %e, "NATS flush on shutdown");
+    // What was published last leaves before the process ends; a lost NATS must not hold it up.
+    match tokio::time::timeout(Duration::from_secs(1), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "NATS flush on shutdown"),
+        Err(_) => tracing::debug!("NATS flush on shutdown timed out"),
     }
     tracing::info!("bridge stopped");
     result

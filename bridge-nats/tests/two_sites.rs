@@ -328,3 +328,62 @@ fn nats_and_broker_restarts_are_survived_and_outage_messages_counted_as_dropped(
         1
     );
 }
+
+#[test]
+fn a_bridge_started_before_nats_reports_down_then_connects_by_itself() {
+    let Some(mut nats) = NatsServer::start(false) else {
+        return;
+    };
+    nats.stop();
+    let runtime = common::runtime();
+    let shutdown = Shutdown::new();
+    let _stop = shutdown.clone().drop_guard();
+    let a = Site::start(&runtime, &shutdown);
+    let bridge = Bridge::launch(
+        &runtime,
+        &shutdown,
+        Bridge::config("site-a", &a, &nats, false),
+    );
+    wait_until("the bus sockets are up and only NATS is down", || {
+        let (status, body) = common::healthz(bridge.config.health_port);
+        let body: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
+        let check = |name: &str| {
+            body["checks"]
+                .as_array()
+                .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+                .map(|c| c["status"].as_str().unwrap_or("").to_owned())
+        };
+        status == 503
+            && check("bus_metric_export").as_deref() == Some("UP")
+            && check("bus_metric_import").as_deref() == Some("UP")
+            && check("nats_connection").as_deref() == Some("DOWN")
+    });
+    nats.restart();
+    wait_until("the bridge is UP once NATS is", || {
+        common::healthz(bridge.config.health_port).0 == 200
+    });
+    // And it bridges: a plain NATS subscriber sees what A's bus carries.
+    let watcher = runtime
+        .block_on(async_nats::connect(nats.url()))
+        .expect("NATS client");
+    let mut on_nats = runtime
+        .block_on(watcher.subscribe("plantd.metric.late.>"))
+        .expect("NATS subscription");
+    runtime.block_on(watcher.flush()).expect("flush");
+    let publisher = a.publisher();
+    let got = runtime.block_on(async {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            publisher
+                .publish("org.plantd.metric.late.one", b"1")
+                .unwrap();
+            match tokio::time::timeout(std::time::Duration::from_millis(100), on_nats.next()).await
+            {
+                Ok(Some(m)) => return m,
+                _ => assert!(tokio::time::Instant::now() < end, "nothing reached NATS"),
+            }
+        }
+    });
+    assert_eq!(got.subject.as_str(), "plantd.metric.late.one");
+    assert_eq!(&got.payload[..], b"1");
+}

@@ -244,6 +244,21 @@ impl Bridge {
         parent: &Shutdown,
         config: BridgeConfig,
     ) -> Bridge {
+        let bridge = Bridge::launch(runtime, parent, config);
+        wait_healthy(
+            "the bridge",
+            bridge.config.health_port,
+            bridge.task.as_ref(),
+        );
+        bridge
+    }
+
+    /// Starts a bridge and returns once its `/healthz` answers, UP or not.
+    pub fn launch(
+        runtime: &tokio::runtime::Runtime,
+        parent: &Shutdown,
+        config: BridgeConfig,
+    ) -> Bridge {
         let shutdown = parent.child_token();
         let run_config = config.clone();
         let stop = shutdown.clone();
@@ -252,7 +267,11 @@ impl Bridge {
                 .await
                 .map_err(|e| e.to_string())
         });
-        wait_healthy("the bridge", config.health_port, Some(&task));
+        let url = format!("http://127.0.0.1:{}/healthz", config.health_port);
+        wait_until("the bridge answers /healthz", || {
+            assert!(!task.is_finished(), "the bridge exited during startup");
+            reqwest::blocking::get(&url).is_ok()
+        });
         Bridge {
             config,
             shutdown,
@@ -282,6 +301,14 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The status of `GET /healthz` on `port`, and its body.
+pub fn healthz(port: u16) -> (u16, String) {
+    let response =
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).expect("GET /healthz");
+    let status = response.status().as_u16();
+    (status, response.text().expect("body"))
 }
 
 /// The sum of `name`'s samples at `http://127.0.0.1:<port>/metrics` with all of `labels`.
