@@ -357,3 +357,22 @@ async fn setup_stream(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_names_are_stable_and_valid() {
+        let js = JetStreamSettings::default();
+        assert_eq!(
+            durable_name(&js, "site-a", "metric", "plantd.metric."),
+            "plantd-bridge-site-a-metric-plantd_metric_"
+        );
+        let js = JetStreamSettings {
+            durable: "lab".into(),
+            ..Default::default()
+        };
+        assert_eq!(durable_name(&js, "x", "my bus", ""), "lab-my_bus-");
+    }
+}
