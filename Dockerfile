@@ -29,8 +29,8 @@ WORKDIR /data
 VOLUME ["/data"]
 # MDP, the buses (state, event, metric: frontend and backend), the proxy's HTTP API and every
 # health port (8081 broker, 8082 state, 8083 identity, 8084 logger, 8085 proxy, 8086 echo,
-# 8087 metric).
-EXPOSE 9797 11000 11001 12000 12001 13000 13001 8080 8081 8082 8083 8084 8085 8086 8087
+# 8087 metric, 8088 bridge-nats).
+EXPOSE 9797 11000 11001 12000 12001 13000 13001 8080 8081 8082 8083 8084 8085 8086 8087 8088
 # The health port of the service this container runs: set HEALTH_PORT with the command.
 ENV HEALTH_PORT=8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -45,7 +45,7 @@ pub struct ServiceBinary {
 }
 
 /// Every service binary on this branch.
-pub const SERVICES: [ServiceBinary; 7] = [
+pub const SERVICES: [ServiceBinary; 8] = [
     ServiceBinary {
         prefixes: &["BROKER"],
         binary: "plantd-broker",
@@ -80,6 +80,12 @@ pub const SERVICES: [ServiceBinary; 7] = [
         prefixes: &["METRIC", "MODULE_METRIC"],
         binary: "plantd-module-metric",
         package: "plantd-module-metric",
+    },
+    // Not in the Procfile or `plantd up` (it needs a NATS server): deploy/cluster runs it.
+    ServiceBinary {
+        prefixes: &["BRIDGE_NATS"],
+        binary: "plantd-bridge-nats",
+        package: "plantd-bridge-nats",
     },
 ];
 
