@@ -245,42 +245,75 @@
     drawThroughput(snapshot.throughput || [], snapshot.time_ms);
   }
 
-  function axes(chart, width, height, pad, max, ticksY, labelY) {
+  // A time chart in `chart` (an <svg>), as wide as it is shown: `series` of
+  // {color, topic, points: [[t_ms, value, min?, max?]]} over the `span` ms before `now`.
+  // Draws min/max bands when given, a line per series and, with `dots`, a circle per point.
+  function timeChart(chart, series, now, span, dots) {
+    const width = Math.max(280, Math.round(chart.getBoundingClientRect().width) || 600);
+    const height = Number(chart.dataset.height || 180);
+    const pad = { l: 52, r: 12, t: 10, b: 22 };
+    chart.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
+    chart.replaceChildren();
+    const start = now - span;
+    const values = series.flatMap((s) => s.points.flatMap((p) => [p[1], p[2], p[3]]))
+      .filter((v) => typeof v === 'number');
+    let lo = Math.min(0, ...values), hi = Math.max(...values, 1);
+    if (chart.dataset.zero !== 'true' && values.length) { lo = Math.min(...values); hi = Math.max(...values); }
+    if (hi - lo < 1e-9) { hi += 1; lo -= 1; }
+    const range = hi - lo;
+    hi += range * 0.08;
+    if (chart.dataset.zero !== 'true') lo -= range * 0.08;
+    const x = (t) => pad.l + (width - pad.l - pad.r) * (t - start) / span;
+    const y = (v) => height - pad.b - (height - pad.t - pad.b) * (v - lo) / (hi - lo);
     chart.append(svg('line', { class: 'axis', x1: pad.l, y1: height - pad.b, x2: width - pad.r, y2: height - pad.b }));
     chart.append(svg('line', { class: 'axis', x1: pad.l, y1: pad.t, x2: pad.l, y2: height - pad.b }));
-    for (let i = 0; i <= ticksY; i++) {
-      const value = max * i / ticksY;
-      const y = height - pad.b - (height - pad.t - pad.b) * i / ticksY;
-      const text = svg('text', { class: 'tick', x: pad.l - 4, y: y + 3, 'text-anchor': 'end' });
-      text.textContent = labelY(value);
+    for (let i = 0; i <= 4; i++) {
+      const value = lo + (hi - lo) * i / 4;
+      const text = svg('text', { class: 'tick', x: pad.l - 4, y: y(value) + 3, 'text-anchor': 'end' });
+      text.textContent = fmt(value);
       chart.append(text);
     }
+    for (const [fraction, anchor] of [[0, 'start'], [0.5, 'middle'], [1, 'end']]) {
+      const ago = span * (1 - fraction);
+      const text = svg('text', { class: 'tick', x: x(start + span * fraction), y: height - 6, 'text-anchor': anchor });
+      text.textContent = ago === 0 ? 'now' : '-' + (ago >= 120000 ? Math.round(ago / 60000) + ' min' : Math.round(ago / 1000) + ' s');
+      chart.append(text);
+    }
+    const coords = (p, i) => x(p[0]).toFixed(1) + ',' + y(p[i]).toFixed(1);
+    let drawn = 0;
+    for (const s of series) {
+      const points = s.points.filter((p) => p[0] >= start - 1);
+      if (points.length > 1 && typeof points[0][2] === 'number') {
+        const band = points.map((p) => coords(p, 3)).concat(points.slice().reverse().map((p) => coords(p, 2)));
+        chart.append(svg('polygon', { class: 'band', points: band.join(' '), fill: s.color, 'fill-opacity': 0.15 }));
+      }
+      if (points.length > 1) {
+        chart.append(svg('polyline', { class: 'line', points: points.map((p) => coords(p, 1)).join(' '), fill: 'none', stroke: s.color, 'stroke-width': 2 }));
+      }
+      if (dots) {
+        for (const p of points) {
+          const dot = svg('circle', { class: 'point', cx: x(p[0]).toFixed(1), cy: y(p[1]).toFixed(1), r: 3, fill: s.color, 'data-topic': s.topic || '' });
+          const title = svg('title', {});
+          title.textContent = (s.topic ? s.topic + ' ' : '') + new Date(p[0]).toLocaleTimeString() + ': ' + fmt(p[1]) +
+            (typeof p[2] === 'number' ? ' (min ' + fmt(p[2]) + ', max ' + fmt(p[3]) + ')' : '');
+          dot.append(title);
+          chart.append(dot);
+        }
+      }
+      drawn += points.length;
+    }
+    return drawn;
+  }
+
+  // The span a chart shows: the data's own extent (at least a minute), at most `max` ms.
+  function spanOf(first, now, max) {
+    return Math.min(max, Math.max(60000, now - first));
   }
 
   function drawThroughput(points, now) {
     const chart = $('throughput-chart');
-    const width = 600, height = 180, pad = { l: 44, r: 8, t: 8, b: 20 };
-    chart.replaceChildren();
-    const span = 600000;
-    const start = now - span;
-    const max = Math.max(1, ...points.map((p) => p[1])) * 1.1;
-    axes(chart, width, height, pad, max, 4, (v) => fmt(v));
-    for (const [label, t] of [['-10 min', start], ['-5 min', start + span / 2], ['now', now]]) {
-      const x = pad.l + (width - pad.l - pad.r) * (t - start) / span;
-      const text = svg('text', { class: 'tick', x, y: height - 5, 'text-anchor': 'middle' });
-      text.textContent = label;
-      chart.append(text);
-    }
-    const xy = points.filter((p) => p[0] >= start).map(([t, v]) => [
-      pad.l + (width - pad.l - pad.r) * (t - start) / span,
-      height - pad.b - (height - pad.t - pad.b) * v / max,
-    ]);
-    if (xy.length > 1) {
-      const line = xy.map(([x, y]) => x.toFixed(1) + ',' + y.toFixed(1)).join(' ');
-      const base = height - pad.b;
-      chart.append(svg('polygon', { class: 'area', points: xy[0][0].toFixed(1) + ',' + base + ' ' + line + ' ' + xy[xy.length - 1][0].toFixed(1) + ',' + base }));
-      chart.append(svg('polyline', { class: 'line', points: line }));
-    }
+    const span = spanOf(points.length ? points[0][0] : now, now, 600000);
+    timeChart(chart, [{ color: '#1f6f43', points }], now, span, false);
     const values = points.map((p) => p[1]);
     chart.dataset.points = String(points.length);
     chart.dataset.max = String(values.length ? Math.max(...values) : 0);
@@ -339,7 +372,7 @@
       return;
     }
     const windowSecs = Number($('metrics-window').value);
-    const bucket = Math.max(1, Math.round(windowSecs / 60));
+    const bucket = Math.max(1, Math.round(windowSecs / 100));
     const result = await post('/dashboard/api/logger/metrics-summary', {
       topic_prefix: $('metrics-prefix').value, since: '-' + windowSecs + 's', bucket,
     });
@@ -350,48 +383,28 @@
     }
     const series = (result.json.data.series || []).slice(0, COLORS.length);
     message('metrics-message', series.length ? '' : 'No readings under this prefix in the window.');
-    drawMetrics(series, windowSecs);
+    drawMetrics(series, windowSecs, bucket);
   }
 
-  function drawMetrics(series, windowSecs) {
+  function drawMetrics(series, windowSecs, bucketSecs) {
     const chart = $('metrics-chart');
     const legend = $('metrics-legend');
-    const width = 600, height = 240, pad = { l: 52, r: 8, t: 8, b: 20 };
-    chart.replaceChildren();
     legend.replaceChildren();
-    const now = Date.now(), start = now - windowSecs * 1000;
-    const all = series.flatMap((s) => s.buckets.filter((b) => b.count > 0));
-    let lo = Math.min(...all.map((b) => b.min)), hi = Math.max(...all.map((b) => b.max));
-    if (!all.length) { lo = 0; hi = 1; }
-    if (hi === lo) { hi += 1; lo -= 1; }
-    const x = (t) => pad.l + (width - pad.l - pad.r) * (t - start) / (now - start);
-    const y = (v) => height - pad.b - (height - pad.t - pad.b) * (v - lo) / (hi - lo);
-    axes(chart, width, height, pad, hi - lo, 4, (v) => fmt(lo + v));
-    let points = 0;
-    series.forEach((s, i) => {
-      const color = COLORS[i];
-      const buckets = s.buckets.filter((b) => b.count > 0)
-        .map((b) => ({ t: Date.parse(b.start), min: b.min, max: b.max, avg: b.avg }))
-        .filter((b) => b.t >= start - windowSecs * 1000);
-      if (buckets.length > 1) {
-        const band = buckets.map((b) => x(b.t).toFixed(1) + ',' + y(b.max).toFixed(1))
-          .concat(buckets.slice().reverse().map((b) => x(b.t).toFixed(1) + ',' + y(b.min).toFixed(1)));
-        chart.append(svg('polygon', { points: band.join(' '), fill: color, 'fill-opacity': 0.15 }));
-        chart.append(svg('polyline', { points: buckets.map((b) => x(b.t).toFixed(1) + ',' + y(b.avg).toFixed(1)).join(' '), fill: 'none', stroke: color, 'stroke-width': 2 }));
-      }
-      for (const b of buckets) {
-        const dot = svg('circle', { class: 'point', cx: x(b.t).toFixed(1), cy: y(b.avg).toFixed(1), r: 3, fill: color, 'data-topic': s.topic });
-        const title = svg('title', {});
-        title.textContent = s.topic + ' ' + new Date(b.t).toLocaleTimeString() + ': avg ' + fmt(b.avg) + ' (min ' + fmt(b.min) + ', max ' + fmt(b.max) + ')';
-        dot.append(title);
-        chart.append(dot);
-        points++;
-      }
+    const now = Date.now();
+    const shown = series.map((s, i) => ({
+      color: COLORS[i],
+      topic: s.topic,
+      points: s.buckets.filter((b) => b.count > 0)
+        .map((b) => [Math.min(now, Date.parse(b.start) + bucketSecs * 500), b.avg, b.min, b.max]),
+    }));
+    const first = Math.min(now, ...shown.flatMap((s) => s.points.map((p) => p[0])));
+    const span = spanOf(first - bucketSecs * 1000, now, windowSecs * 1000);
+    chart.dataset.points = String(timeChart(chart, shown, now, span, true));
+    for (const s of shown) {
       const swatch = el('span', { class: 'swatch' });
-      swatch.style.background = color;
+      swatch.style.background = s.color;
       legend.append(el('li', { 'data-topic': s.topic }, swatch, s.topic));
-    });
-    chart.dataset.points = String(points);
+    }
   }
 
   // --- state ---
@@ -404,6 +417,7 @@
     const result = await post('/dashboard/api/state/list-scopes', {});
     const list = $('scope-list');
     list.replaceChildren();
+    list.dataset.loaded = 'true';
     if (!result.ok) { stateError(result); return; }
     for (const scope of result.json.data.scopes) {
       list.append(el('li', {}, el('button', {
