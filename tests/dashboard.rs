@@ -478,6 +478,14 @@ fn the_state_page_sets_a_key_and_a_user_without_write_permission_is_denied() {
         "the viewer sees the scope",
         "document.querySelector('#scope-list button[data-scope=\"dash.test\"]')",
     );
+    let hint = b.wait(
+        "the read-only hint",
+        "document.getElementById('state-access').textContent",
+    );
+    assert!(
+        hint.as_str().unwrap().contains("do not include writing"),
+        "{hint}"
+    );
     b.click("#scope-list button[data-scope=\"dash.test\"]");
     b.wait(
         "the viewer sees the key",

@@ -414,6 +414,10 @@
   }
 
   async function loadScopes() {
+    const writer = granted('state:data:write') ||
+      session.permissions.some((p) => /^state:scope:.+:(write|admin)$/.test(p));
+    $('state-access').textContent = writer ? ''
+      : 'Your permissions do not include writing state: the state service will refuse changes.';
     const result = await post('/dashboard/api/state/list-scopes', {});
     const list = $('scope-list');
     list.replaceChildren();
