@@ -207,6 +207,13 @@ fn state_changing_requests_need_the_csrf_token_and_unknown_sessions_are_refused(
         }
         status_and_json(request.send().unwrap())
     };
+    let response = sys
+        .http
+        .get(sys.url("/dashboard/api/session"))
+        .header("cookie", &browser.cookie)
+        .send()
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-store");
     let (status, reply) = session(Some(&browser.cookie));
     assert_eq!((status, &reply["data"]["username"]), (200, &json!("admin")));
     assert_eq!(reply["data"]["csrf_token"], json!(browser.csrf));
@@ -246,6 +253,15 @@ fn logout_ends_the_session_at_identity_and_in_the_proxy() {
     };
     let before = logouts();
     let browser = log_in(&sys, "admin", &admin_password(&sys));
+    let live = sys
+        .http
+        .get(sys.url("/dashboard/api/live"))
+        .header("cookie", &browser.cookie)
+        .send()
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let mut live = SseReader::new(live);
+    assert_eq!(live.next_event().unwrap().event, "snapshot");
     let (status, reply) = post(
         &sys,
         "/dashboard/api/logout",
@@ -280,6 +296,8 @@ fn logout_ends_the_session_at_identity_and_in_the_proxy() {
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     // Identity ended the session (it audits the logout) ...
     assert_eq!(logouts(), before + 1);
+    // ... the open live stream ends ...
+    while live.next_event().is_some() {}
     // ... and the proxy no longer takes the cookie.
     let (status, reply) = post(
         &sys,

@@ -258,6 +258,10 @@ pub async fn login(
                 .collect()
         })
         .unwrap_or_default();
+    // A browser that logs in again leaves its previous session behind.
+    if let Some(previous) = cookie_value(&headers) {
+        app.dashboard.sessions.remove(&previous);
+    }
     let (id, session) = app.dashboard.sessions.create(username, permissions, tokens);
     app.metrics
         .dashboard_sessions

@@ -204,13 +204,14 @@ pub async fn stream(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    session_of(&app, &headers)?;
+    let authed = session_of(&app, &headers)?;
     let receiver = app.dashboard.live.subscribe();
     let gauge = app.metrics.sse_streams.with_label_values(&["dashboard"]);
     gauge.inc();
     let events = events(
         receiver,
-        app.shutdown.clone(),
+        app.clone(),
+        authed.id,
         crate::buses::StreamGuard(gauge),
     );
     Ok(Sse::new(events)
@@ -218,24 +219,27 @@ pub async fn stream(
         .into_response())
 }
 
+/// The current snapshot, then one per poll, while the session lasts (an open page counts as
+/// using it): the stream ends at logout, when the session ends otherwise, or at shutdown.
 fn events(
     receiver: watch::Receiver<Arc<str>>,
-    stop: Shutdown,
+    app: Arc<AppState>,
+    session: String,
     guard: crate::buses::StreamGuard,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    // The first event is the current snapshot; then one per poll.
     stream::unfold(
-        (receiver, stop, guard, true),
-        |(mut receiver, stop, guard, first)| async move {
+        (receiver, app, session, guard, true),
+        |(mut receiver, app, session, guard, first)| async move {
             if !first {
                 tokio::select! {
-                    _ = stop.cancelled() => return None,
+                    _ = app.shutdown.cancelled() => return None,
                     changed = receiver.changed() => changed.ok()?,
                 }
+                app.dashboard.sessions.get(&session)?;
             }
             let data = receiver.borrow_and_update().clone();
             let event = Event::default().event("snapshot").data(&*data);
-            Some((Ok(event), (receiver, stop, guard, false)))
+            Some((Ok(event), (receiver, app, session, guard, false)))
         },
     )
 }

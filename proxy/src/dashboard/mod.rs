@@ -20,6 +20,8 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -60,4 +62,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/dashboard/api/logout", post(auth::logout))
         .route("/dashboard/api/live", get(live::stream))
         .route("/dashboard/api/:target/:operation", post(calls::dispatch))
+        .layer(axum::middleware::map_response(no_store))
+}
+
+/// Dashboard answers (the CSRF token, the user's data) are never cached; the static files set
+/// their own `Cache-Control`.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
