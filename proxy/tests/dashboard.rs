@@ -440,7 +440,7 @@ fn ten_open_dashboards_cost_the_broker_the_same_mmi_traffic_as_one() {
                 ("nothing".to_owned(), "UNREACHABLE".to_owned()),
             ]
     });
-    let one = measure(&mut first, 20);
+    let one = measure(&mut first, 30);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let drains: Vec<_> = (0..9)
@@ -457,20 +457,22 @@ fn ten_open_dashboards_cost_the_broker_the_same_mmi_traffic_as_one() {
             })
         })
         .collect();
-    let ten = measure(&mut first, 20);
+    let ten = measure(&mut first, 30);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for drain in drains {
         assert!(drain.join().unwrap() > 0, "every page receives snapshots");
     }
     // A poll is mmi.broker, mmi.services and mmi.workers per service with workers (echo,
     // state, identity): 5. The proxy's own once-a-second broker probe and this test's two
-    // counter reads add a little. Ten pages polling for themselves would be ten times that.
+    // counter reads add a little; a poll under way when a counter is read makes the count of
+    // a window up to one poll's requests off. Ten pages polling for themselves would be ten
+    // times as many.
     assert!(
-        (5.0..7.0).contains(&one),
+        (4.0..8.0).contains(&one),
         "one page: {one} MMI requests per poll"
     );
     assert!(
-        ten < one + 1.0,
+        ten < one + 2.0,
         "ten pages: {ten} MMI requests per poll, one page: {one}"
     );
 }
