@@ -354,6 +354,24 @@ impl System {
         health
     }
 
+    /// The `/healthz` URLs of every process, for the dashboard (`0.0.0.0` asked on loopback).
+    fn dashboard_health(&self) -> Vec<plantd_proxy::HealthTarget> {
+        self.health()
+            .into_iter()
+            .map(|(name, host, port, _)| {
+                let host = match host {
+                    "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
+                    host if host.contains(':') => format!("[{host}]"),
+                    host => host.to_owned(),
+                };
+                plantd_proxy::HealthTarget {
+                    name: name.to_owned(),
+                    url: format!("http://{host}:{port}/healthz"),
+                }
+            })
+            .collect()
+    }
+
     /// The `/healthz` endpoints that must answer UP before `up` says so.
     fn ready_targets(&self) -> Vec<ready::Target> {
         self.health()
@@ -408,10 +426,10 @@ impl System {
             (
                 "proxy",
                 format!(
-                    "HTTP API http://{}:{}/api/v1 · {}",
-                    self.proxy.http_host,
-                    self.proxy.http_port,
-                    health(self.proxy.health_port)
+                    "HTTP API http://{host}:{port}/api/v1 · dashboard http://{host}:{port}/ · {}",
+                    health(self.proxy.health_port),
+                    host = self.proxy.http_host,
+                    port = self.proxy.http_port,
                 ),
             ),
         ];
@@ -468,6 +486,10 @@ impl System {
 fn up(args: UpArgs) -> Result<()> {
     telemetry::init("plantd", &args.log_level, args.log_format);
     let mut system = System::configure(&args)?;
+    if system.proxy.dashboard.health.is_empty() {
+        // The dashboard's overview shows the health of every process `up` runs.
+        system.proxy.dashboard.health = system.dashboard_health();
+    }
     for warning in &system.warnings {
         tracing::warn!("{warning}");
     }

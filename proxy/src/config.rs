@@ -65,6 +65,8 @@ pub struct ProxyConfig {
     /// CURVE keys (`curve.secret_key_file`, `curve.server_key` or `curve.server_key_file`;
     /// `PLANTD_PROXY_CURVE__...`): with them every broker socket is a CURVE client. Unset: plain.
     pub curve: plantd_worker_sdk::curve::CurveConfig,
+    /// The web dashboard served at `/` (`docs/dashboard.md`).
+    pub dashboard: DashboardConfig,
     /// Log filter (`info`, `plantd_proxy=debug`, ...).
     pub log_level: String,
     /// `text` or `json`.
@@ -80,6 +82,51 @@ pub struct BusEndpoints {
     pub frontend: String,
     /// Where subscribers connect (XPUB).
     pub backend: String,
+}
+
+/// The web dashboard: browser sessions, the MMI poll, the health of the other processes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DashboardConfig {
+    /// Serve the dashboard at `/` (`PLANTD_PROXY_DASHBOARD__ENABLED`).
+    pub enabled: bool,
+    /// How often the proxy asks the broker's MMI, once for every open page together
+    /// (`PLANTD_PROXY_DASHBOARD__POLL_MS`).
+    pub poll_ms: u64,
+    /// How much throughput history the proxy keeps, in seconds.
+    pub history_secs: u64,
+    /// Add `Secure` to the session cookie: set it when browsers reach the proxy over TLS (a
+    /// TLS-terminating reverse proxy in front).
+    pub secure_cookie: bool,
+    /// A session not used for this long ends, in seconds (it also ends with its refresh token).
+    pub session_idle_secs: u64,
+    /// Most sessions held at once; a login beyond it ends the least recently used one.
+    pub max_sessions: usize,
+    /// `/healthz` URLs shown on the overview, by process name (`plantd up` fills in its own).
+    pub health: Vec<HealthTarget>,
+}
+
+/// One process whose `/healthz` the dashboard shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthTarget {
+    /// The process's name (`broker`, `state`, ...).
+    pub name: String,
+    /// Its `/healthz` URL (`http://127.0.0.1:8081/healthz`).
+    pub url: String,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            poll_ms: 1000,
+            history_secs: 600,
+            secure_cookie: false,
+            session_idle_secs: 8 * 3600,
+            max_sessions: 10_000,
+            health: Vec::new(),
+        }
+    }
 }
 
 /// Token-bucket rate limits; `0` per second switches a limit off.
@@ -148,6 +195,7 @@ impl Default for ProxyConfig {
             cors: CorsConfig::default(),
             auth: AuthConfig::default(),
             curve: Default::default(),
+            dashboard: DashboardConfig::default(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -178,6 +226,28 @@ impl ProxyConfig {
             return invalid(
                 "request_timeout_ms must be at least 1 and at most max_request_timeout_ms".into(),
             );
+        }
+        let dashboard = &self.dashboard;
+        if dashboard.poll_ms < 50 || dashboard.poll_ms > 60_000 {
+            return invalid("dashboard.poll_ms must be between 50 and 60000".into());
+        }
+        if dashboard.history_secs == 0 || dashboard.history_secs > 86_400 {
+            return invalid("dashboard.history_secs must be between 1 and 86400".into());
+        }
+        if dashboard.session_idle_secs == 0 || dashboard.max_sessions == 0 {
+            return invalid(
+                "dashboard.session_idle_secs and dashboard.max_sessions must be at least 1".into(),
+            );
+        }
+        for target in &dashboard.health {
+            if target.name.is_empty()
+                || !(target.url.starts_with("http://") || target.url.starts_with("https://"))
+            {
+                return invalid(format!(
+                    "dashboard.health entry {:?} needs a name and an http(s) URL",
+                    target.name
+                ));
+            }
         }
         if self.header_read_timeout_ms == 0 {
             return invalid("header_read_timeout_ms must be at least 1".into());

@@ -7,6 +7,7 @@
 //!   SSE for streamed replies.
 //! - [`buses`]: bus tails as SSE and publishing.
 //! - [`introspect`]: MMI as JSON.
+//! - [`dashboard`]: the web dashboard at `/` (sessions, CSRF, the MMI poller and its SSE).
 //! - [`frames`]: JSON bodies to frames and back (tokens, addresses, base64).
 //! - [`reply`]: MDP outcomes as HTTP statuses, [`reply::ApiError`].
 //! - [`limits`]: client address, bearer token, rate limits, in-flight cap, timeouts.
@@ -18,6 +19,7 @@
 pub mod buses;
 pub mod calls;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod frames;
 pub mod introspect;
@@ -29,7 +31,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 
-pub use config::{BusEndpoints, ProxyConfig};
+pub use config::{BusEndpoints, DashboardConfig, HealthTarget, ProxyConfig};
 pub use error::ProxyError;
 pub use plantd_worker_sdk::Shutdown;
 pub use service::run;

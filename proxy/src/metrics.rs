@@ -19,8 +19,13 @@ pub struct ProxyMetrics {
     pub in_flight: IntGauge,
     /// `plantd_proxy_rate_limited_total{limit}` (`address`, `token`, `in_flight`).
     pub rate_limited: IntCounterVec,
-    /// `plantd_proxy_sse_streams{kind}`: open SSE responses (`call`, `bus`).
+    /// `plantd_proxy_sse_streams{kind}`: open SSE responses (`call`, `bus`, `dashboard`).
     pub sse_streams: prometheus::IntGaugeVec,
+    /// `plantd_proxy_dashboard_polls_total`: MMI polls of the dashboard (one per interval,
+    /// whatever the number of open pages).
+    pub dashboard_polls: prometheus::IntCounter,
+    /// `plantd_proxy_dashboard_sessions`: logged-in dashboard sessions.
+    pub dashboard_sessions: IntGauge,
 }
 
 impl ProxyMetrics {
@@ -56,7 +61,17 @@ impl ProxyMetrics {
                 Opts::new("plantd_proxy_sse_streams", "Open SSE responses"),
                 &["kind"],
             )?,
+            dashboard_polls: prometheus::IntCounter::new(
+                "plantd_proxy_dashboard_polls_total",
+                "MMI polls made for the dashboard",
+            )?,
+            dashboard_sessions: IntGauge::new(
+                "plantd_proxy_dashboard_sessions",
+                "Logged-in dashboard sessions",
+            )?,
         };
+        registry.register(Box::new(metrics.dashboard_polls.clone()))?;
+        registry.register(Box::new(metrics.dashboard_sessions.clone()))?;
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.latency.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;

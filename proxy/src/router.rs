@@ -24,6 +24,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::buses::{self, Buses};
 use crate::config::{CorsConfig, ProxyConfig};
+use crate::dashboard::{self, Dashboard};
 use crate::limits::{self, RateLimits};
 use crate::metrics::ProxyMetrics;
 use crate::reply::ApiError;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub curve: Option<ClientCurve>,
     /// Ends SSE streams at shutdown.
     pub shutdown: Shutdown,
+    /// The web dashboard's sessions and live snapshot.
+    pub dashboard: Arc<Dashboard>,
 }
 
 impl AppState {
@@ -153,8 +156,13 @@ pub fn routes() -> Routes {
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
     let cors = cors_layer(&state.config.cors);
-    let router = routes()
-        .router
+    let router = routes().router;
+    // The dashboard's routes are its own, outside the OpenAPI document.
+    let router = match state.config.dashboard.enabled {
+        true => router.merge(dashboard::routes()),
+        false => router,
+    };
+    let router = router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

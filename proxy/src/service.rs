@@ -1,6 +1,7 @@
 //! [`run`]: the proxy as a whole. Connects the async MDP client and the bus publishers, starts
 //! the token verifier (for `bus:publish`), probes the broker for `/healthz`, and serves the API
-//! on `http_port` and `/healthz` + `/metrics` on `health_port` until shutdown.
+//! on `http_port` (with the dashboard at `/` and its MMI poller) and `/healthz` + `/metrics` on
+//! `health_port` until shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::buses::Buses;
 use crate::config::ProxyConfig;
+use crate::dashboard::{self, Dashboard};
 use crate::error::ProxyError;
 use crate::limits::RateLimits;
 use crate::metrics::ProxyMetrics;
@@ -68,7 +70,6 @@ pub async fn run(config: ProxyConfig, shutdown: Shutdown) -> Result<(), ProxyErr
         client: client.clone(),
         limits: RateLimits::new(&config.rate_limit),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-        config,
         metrics,
         broker_check: broker_check.clone(),
         health,
@@ -76,6 +77,8 @@ pub async fn run(config: ProxyConfig, shutdown: Shutdown) -> Result<(), ProxyErr
         buses,
         curve,
         shutdown: shutdown.clone(),
+        dashboard: Arc::new(Dashboard::new(&config.dashboard)),
+        config,
     });
     let api = server::bind(
         http_addr,
@@ -86,11 +89,23 @@ pub async fn run(config: ProxyConfig, shutdown: Shutdown) -> Result<(), ProxyErr
     .await?;
     tracing::info!(addr = %http_addr, broker = %client.endpoint(), "proxy serving the HTTP API");
 
+    let poller = state.config.dashboard.enabled.then(|| {
+        tokio::spawn(dashboard::live::poll(
+            client.clone(),
+            state.config.dashboard.clone(),
+            state.dashboard.live.clone(),
+            state.metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let probe = tokio::spawn(probe_broker(client, broker_check, shutdown.clone()));
     let sweep = tokio::spawn(sweep_limits(state, shutdown.clone()));
     let (health_result, ()) = tokio::join!(health_server, api);
     probe.abort();
     sweep.abort();
+    if let Some(poller) = poller {
+        poller.abort();
+    }
     health_result?;
     Ok(())
 }
@@ -114,7 +129,11 @@ async fn sweep_limits(state: Arc<AppState>, shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(LIMITS_SWEEP_INTERVAL) => state.limits.forget_idle(),
+            _ = tokio::time::sleep(LIMITS_SWEEP_INTERVAL) => {
+                state.limits.forget_idle();
+                state.dashboard.sessions.sweep();
+                state.metrics.dashboard_sessions.set(state.dashboard.sessions.len() as i64);
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use plantd_worker_sdk::testing::WAIT_DEADLINE;
 
+pub mod browser;
 pub mod ops;
 
 /// Every port `plantd up` binds by default: MDP, the health ports of broker, state, logger, echo
