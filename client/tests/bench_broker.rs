@@ -171,8 +171,10 @@ fn the_nats_comparison_runs_both_systems_and_verifies_every_reply() {
     for report in [
         "nats_pipelined",
         "plantd_pipelined",
+        "lean_pipelined",
         "nats_synchronous",
         "plantd_synchronous",
+        "lean_synchronous",
     ] {
         let r = &round[report];
         assert!(r["completed"].as_u64().unwrap() > 0, "{report}: {r}");

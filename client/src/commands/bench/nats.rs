@@ -9,6 +9,9 @@
 //!   one thread, like an SDK worker), and async-nats requesters with `--window` requests in flight
 //!   each on a current-thread runtime of their own (like the SDK's async client).
 //!
+//! - **plantd, lean peers**: the same broker with the bench's lean MDP echo workers and raw DEALER
+//!   clients (`plant bench broker`), to tell what the broker costs from what the SDK's peers cost.
+//!
 //! Each round measures both pipelined (`--clients` × `--window`) and synchronous (`--clients` ×
 //! window 1) and the ratios are of the medians: plantd's throughput over NATS's, and plantd's p50
 //! over NATS's.
@@ -62,8 +65,10 @@ pub struct NatsArgs {
 struct Round {
     nats_pipelined: LoadReport,
     plantd_pipelined: LoadReport,
+    lean_pipelined: LoadReport,
     nats_synchronous: LoadReport,
     plantd_synchronous: LoadReport,
+    lean_synchronous: LoadReport,
 }
 
 /// Runs the comparison and prints the ratios.
@@ -77,18 +82,22 @@ pub fn run(args: NatsArgs, json: bool) -> Result<()> {
     for round in 0..args.rounds.max(1) {
         let r = Round {
             nats_pipelined: nats_run(&args, &server.url, args.window)?,
-            plantd_pipelined: plantd_run(&args, args.window)?,
+            plantd_pipelined: plantd_run(&args, args.window, true)?,
+            lean_pipelined: plantd_run(&args, args.window, false)?,
             nats_synchronous: nats_run(&args, &server.url, 1)?,
-            plantd_synchronous: plantd_run(&args, 1)?,
+            plantd_synchronous: plantd_run(&args, 1, true)?,
+            lean_synchronous: plantd_run(&args, 1, false)?,
         };
         if !json {
             println!(
-                "round {}: pipelined NATS {:>7.0} req/s, plantd {:>7.0} req/s | synchronous p50 NATS {:>4} µs, plantd {:>4} µs",
+                "round {}: pipelined NATS {:>7.0}, plantd SDK {:>7.0}, lean {:>7.0} req/s | synchronous p50 NATS {:>4}, plantd SDK {:>4}, lean {:>4} µs",
                 round + 1,
                 r.nats_pipelined.requests_per_sec,
                 r.plantd_pipelined.requests_per_sec,
+                r.lean_pipelined.requests_per_sec,
                 r.nats_synchronous.latency_us.p50,
                 r.plantd_synchronous.latency_us.p50,
+                r.lean_synchronous.latency_us.p50,
             );
         }
         rounds.push(r);
@@ -102,6 +111,7 @@ pub fn run(args: NatsArgs, json: bool) -> Result<()> {
     };
     let (nt, pt) = (tput(|r| &r.nats_pipelined), tput(|r| &r.plantd_pipelined));
     let (nl, pl) = (p50(|r| &r.nats_synchronous), p50(|r| &r.plantd_synchronous));
+    let (lt, ll) = (tput(|r| &r.lean_pipelined), p50(|r| &r.lean_synchronous));
     let shape = format!(
         "{} clients × window {} (synchronous: window 1), {} B bodies, {} echo workers / responders, {} s per measurement",
         args.clients, args.window, args.size, args.workers, args.duration
@@ -111,27 +121,31 @@ pub fn run(args: NatsArgs, json: bool) -> Result<()> {
             "{}",
             json!({
                 "mode": "nats", "shape": shape, "rounds": rounds,
-                "median_req_per_sec": {"nats": nt, "plantd": pt},
-                "median_synchronous_p50_us": {"nats": nl, "plantd": pl},
+                "median_req_per_sec": {"nats": nt, "plantd": pt, "plantd_lean": lt},
+                "median_synchronous_p50_us": {"nats": nl, "plantd": pl, "plantd_lean": ll},
                 "throughput_ratio": pt / nt, "p50_latency_ratio": pl / nl,
+                "lean_throughput_ratio": lt / nt, "lean_p50_latency_ratio": ll / nl,
             })
         );
     } else {
         println!("{shape}");
         println!(
-            "  median pipelined throughput: plantd {pt:.0} req/s / NATS {nt:.0} req/s = {:.2}×",
-            pt / nt
+            "  median pipelined throughput: plantd SDK {pt:.0} req/s / NATS {nt:.0} req/s = {:.2}× (lean peers {lt:.0} req/s: {:.2}×)",
+            pt / nt,
+            lt / nt
         );
         println!(
-            "  median synchronous p50: plantd {pl:.0} µs / NATS {nl:.0} µs = {:.2}×",
-            pl / nl
+            "  median synchronous p50: plantd SDK {pl:.0} µs / NATS {nl:.0} µs = {:.2}× (lean peers {ll:.0} µs: {:.2}×)",
+            pl / nl,
+            ll / nl
         );
     }
     Ok(())
 }
 
-/// plantd's side: `plant bench broker --sdk-workers --sdk-client async` with this shape.
-fn plantd_run(args: &NatsArgs, window: usize) -> Result<LoadReport> {
+/// plantd's side: `plant bench broker --sdk-workers --sdk-client async` with this shape, or with
+/// the bench's lean peers (`plant bench broker`) unless `sdk`.
+fn plantd_run(args: &NatsArgs, window: usize, sdk: bool) -> Result<LoadReport> {
     let load = LoadArgs {
         requests: 0,
         clients: args.clients,
@@ -146,8 +160,8 @@ fn plantd_run(args: &NatsArgs, window: usize) -> Result<LoadReport> {
         broker_io_threads: 1,
         service: "bench.echo".to_owned(),
         compare_ceiling: false,
-        sdk_workers: true,
-        sdk_client: Some(SdkClient::Async),
+        sdk_workers: sdk,
+        sdk_client: sdk.then_some(SdkClient::Async),
         mdp_frames: false,
         rounds: 1,
         curve: false,
