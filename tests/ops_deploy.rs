@@ -479,3 +479,144 @@ fn prometheus_scrapes_every_service_and_the_rules_cover_the_issues_list() {
         assert!(rules.contains(&format!("alert: {alert}")), "no {alert}");
     }
 }
+
+/// Every document of every manifest under deploy/cluster/kubernetes.
+fn cluster_manifests() -> Vec<(PathBuf, Value)> {
+    let dir = ops::repo().join("deploy/cluster/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(&file).unwrap();
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+                .filter(|v| !v.is_null())
+                .map(|v| (file.clone(), v))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_cluster_deployment_passes_the_compose_and_kubernetes_schemas() {
+    if ops::tool_ready(
+        "check-jsonschema",
+        &["--version"],
+        "pip install check-jsonschema",
+        "the compose schema check",
+    ) {
+        run_ok(
+            "check-jsonschema",
+            &[
+                "--builtin-schema",
+                "vendor.compose-spec",
+                "deploy/cluster/docker-compose.yml",
+            ],
+            false,
+        );
+    }
+    if ops::tool_ready(
+        "kubernetes-validate",
+        &["--version"],
+        "pip install kubernetes-validate",
+        "the Kubernetes schema check",
+    ) {
+        let files: std::collections::BTreeSet<String> = cluster_manifests()
+            .into_iter()
+            .map(|(f, _)| f.display().to_string())
+            .collect();
+        let mut args = vec!["--strict", "--quiet"];
+        args.extend(files.iter().map(String::as_str));
+        run_ok("kubernetes-validate", &args, false);
+    }
+}
+
+#[test]
+fn the_cluster_deployment_runs_three_brokers_state_twice_on_postgres_and_a_bridge_per_broker() {
+    // Compose: three brokers; every worker and the proxy list all three; state twice and the
+    // logger on PostgreSQL with the password from a file; one bridge per broker, ids distinct.
+    let compose = yaml("deploy/cluster/docker-compose.yml");
+    let services = compose["services"].as_mapping().unwrap();
+    let name_of = |k: &Value| k.as_str().unwrap().to_owned();
+    let brokers: Vec<String> = services
+        .keys()
+        .map(name_of)
+        .filter(|n| n.starts_with("broker-"))
+        .collect();
+    assert_eq!(brokers.len(), 3, "{brokers:?}");
+    let mut all_env = BTreeMap::new();
+    let mut bridge_ids = std::collections::BTreeSet::new();
+    for (name, service) in services {
+        let name = name_of(name);
+        let env = string_map(&service["environment"]);
+        for (key, value) in &env {
+            if key.ends_with("_BROKER_ENDPOINT") {
+                for broker in &brokers {
+                    assert!(
+                        value.contains(&format!("tcp://{broker}:9797")),
+                        "{name}: {value}"
+                    );
+                }
+            }
+            assert!(
+                !key.ends_with("PASSWORD") && !value.contains("password="),
+                "{name}: a password in the compose file ({key})"
+            );
+        }
+        if name.starts_with("state-") || name == "logger" {
+            let prefix = if name == "logger" { "LOGGER" } else { "STATE" };
+            assert_eq!(env[&format!("PLANTD_{prefix}_STORE")], "postgres", "{name}");
+            assert!(env.contains_key(&format!("PLANTD_{prefix}_POSTGRES__PASSWORD_FILE")));
+        }
+        if name.starts_with("bridge-") {
+            assert!(bridge_ids.insert(env["PLANTD_BRIDGE_NATS_BRIDGE_ID"].clone()));
+        }
+        all_env.extend(env);
+    }
+    assert!(
+        services
+            .keys()
+            .filter(|k| name_of(k).starts_with("state-"))
+            .count()
+            >= 2
+    );
+    assert_eq!(bridge_ids.len(), 3);
+    ops::assert_services_read(&all_env, &[], "deploy/cluster/docker-compose.yml");
+
+    // Kubernetes: the same shape beside deploy/kubernetes.
+    let docs = cluster_manifests();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .map(|(_, d)| d)
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    assert_eq!(find("Deployment", "plantd-state")["spec"]["replicas"], 2);
+    let mut all_env = BTreeMap::new();
+    for (_, doc) in &docs {
+        if doc["kind"] == "ConfigMap" && doc["metadata"]["name"] != "plantd-postgres-init" {
+            all_env.extend(string_map(&doc["data"]));
+        }
+    }
+    for i in 0..3 {
+        let env = string_map(&find("ConfigMap", &format!("plantd-bridge-{i}"))["data"]);
+        assert!(
+            env["PLANTD_BRIDGE_NATS_BUSES"].contains(&format!("plantd-broker-{i}.plantd-broker")),
+            "bridge {i} serves broker {i}"
+        );
+    }
+    ops::assert_services_read(&all_env, &[], "deploy/cluster/kubernetes ConfigMaps");
+    let secret = find("Secret", "plantd-postgres");
+    for (_, value) in secret["stringData"].as_mapping().unwrap() {
+        assert!(
+            value.as_str().unwrap().starts_with("REPLACE-ME"),
+            "placeholders only"
+        );
+    }
+}
