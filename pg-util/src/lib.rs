@@ -1,5 +1,6 @@
 //! PostgreSQL helpers the state service and the logger share, so each rule lives once.
 //!
+//! - [`blocking`]: [`BlockingRuntime`], a store's own runtime with a blocking `run`.
 //! - [`config`]: [`PostgresConfig`], the `postgres:` settings block (DSN, password file, pool
 //!   size), with the password kept out of logs and `--print-config`.
 //! - [`migrations`]: versioned schema migrations recorded in a table, applied once under an
@@ -7,10 +8,12 @@
 //! - [`testing`]: a private PostgreSQL cluster for tests (run as the `postgres` user when we are
 //!   root), skipped with a message where PostgreSQL is not installed.
 
+pub mod blocking;
 pub mod config;
 pub mod migrations;
 pub mod testing;
 
+pub use blocking::BlockingRuntime;
 pub use config::{PgError, PostgresConfig};
 pub use deadpool_postgres::{Object as PooledClient, Pool};
 pub use {deadpool_postgres, tokio_postgres};
