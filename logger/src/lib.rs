@@ -6,6 +6,7 @@
 //! - [`store`]: schema, the batching writer thread, retention, queries.
 //! - [`ops`]: the MDP operations (`metrics-query`, `metrics-summary`, `events-query`, `stats`).
 //! - [`metrics`]: Prometheus metrics; [`config`]: settings.
+//! - [`migrate`]: `migrate-to-postgres`, copying a SQLite file into PostgreSQL.
 //!
 //! See `docs/logger.md` for the operator's view.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod migrate;
 pub mod ops;
 pub mod store;
 

@@ -12,6 +12,7 @@
 use std::pin::pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use plantd_pg_util::deadpool_postgres::Transaction;
 use plantd_pg_util::tokio_postgres::binary_copy::BinaryCopyInWriter;
 use plantd_pg_util::tokio_postgres::types::{Json, ToSql, Type};
 use plantd_pg_util::{migrations, BlockingRuntime, Pool, PostgresConfig};
@@ -158,6 +159,109 @@ impl Filter {
     }
 }
 
+type MetricTuple = (
+    SystemTime,
+    String,
+    String,
+    String,
+    String,
+    Option<f64>,
+    String,
+    Value,
+);
+type EventTuple = (SystemTime, String, String, &'static str, String, bool);
+
+/// Records in the form binary `COPY` takes.
+pub struct CopyRows {
+    metrics: Vec<MetricTuple>,
+    events: Vec<EventTuple>,
+}
+
+impl From<&[Record]> for CopyRows {
+    fn from(batch: &[Record]) -> Self {
+        let mut metrics = Vec::new();
+        let mut events = Vec::new();
+        for record in batch {
+            match record {
+                Record::Metric(m) => metrics.push((
+                    system_time(m.time_us),
+                    text(&m.bus).into_owned(),
+                    text(&m.topic).into_owned(),
+                    text(&m.source).into_owned(),
+                    text(&m.channel).into_owned(),
+                    m.value,
+                    text(&m.units).into_owned(),
+                    tags(&m.tags_json),
+                )),
+                Record::Event(e) => events.push((
+                    system_time(e.time_us),
+                    text(&e.bus).into_owned(),
+                    text(&e.topic).into_owned(),
+                    e.encoding,
+                    text(&e.payload_json).into_owned(),
+                    e.malformed,
+                )),
+            }
+        }
+        CopyRows { metrics, events }
+    }
+}
+
+impl CopyRows {
+    /// `COPY`s the rows inside `tx` (which the caller commits). Returns (metric rows, event rows).
+    pub async fn copy(&self, tx: &Transaction<'_>) -> Result<(u64, u64), StoreError> {
+        if !self.metrics.is_empty() {
+            let sink = tx
+                .copy_in(
+                    r#"COPY metrics ("timestamp", bus, metric_name, service_name, channel, value, units, tags) FROM STDIN BINARY"#,
+                )
+                .await?;
+            let types = [
+                Type::TIMESTAMPTZ,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::FLOAT8,
+                Type::TEXT,
+                Type::JSONB,
+            ];
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+            for (t, bus, topic, source, channel, value, units, tags) in &self.metrics {
+                writer
+                    .as_mut()
+                    .write(&[t, bus, topic, source, channel, value, units, &Json(tags)])
+                    .await?;
+            }
+            writer.finish().await?;
+        }
+        if !self.events.is_empty() {
+            let sink = tx
+                .copy_in(
+                    r#"COPY events ("timestamp", bus, topic, encoding, payload, malformed) FROM STDIN BINARY"#,
+                )
+                .await?;
+            let types = [
+                Type::TIMESTAMPTZ,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::BOOL,
+            ];
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+            for (t, bus, topic, encoding, payload, malformed) in &self.events {
+                writer
+                    .as_mut()
+                    .write(&[t, bus, topic, encoding, payload, malformed])
+                    .await?;
+            }
+            writer.finish().await?;
+        }
+        Ok((self.metrics.len() as u64, self.events.len() as u64))
+    }
+}
+
 impl PgLogStore {
     /// Connects, migrates (under an advisory lock) and returns the store. Blocks.
     pub fn open(config: &PostgresConfig) -> Result<Self, StoreError> {
@@ -201,83 +305,13 @@ impl PgLogStore {
     pub fn insert_batch(&self, batch: &[Record]) -> Result<(u64, u64), StoreError> {
         let pool = self.pool.clone();
         // Built here, off the runtime: the rows in the form COPY takes.
-        let mut metrics = Vec::new();
-        let mut events = Vec::new();
-        for record in batch {
-            match record {
-                Record::Metric(m) => metrics.push((
-                    system_time(m.time_us),
-                    text(&m.bus).into_owned(),
-                    text(&m.topic).into_owned(),
-                    text(&m.source).into_owned(),
-                    text(&m.channel).into_owned(),
-                    m.value,
-                    text(&m.units).into_owned(),
-                    tags(&m.tags_json),
-                )),
-                Record::Event(e) => events.push((
-                    system_time(e.time_us),
-                    text(&e.bus).into_owned(),
-                    text(&e.topic).into_owned(),
-                    e.encoding,
-                    text(&e.payload_json).into_owned(),
-                    e.malformed,
-                )),
-            }
-        }
+        let rows = CopyRows::from(batch);
         self.run(async move {
             let mut client = Self::client(&pool).await?;
             let tx = client.transaction().await?;
-            if !metrics.is_empty() {
-                let sink = tx
-                    .copy_in(
-                        r#"COPY metrics ("timestamp", bus, metric_name, service_name, channel, value, units, tags) FROM STDIN BINARY"#,
-                    )
-                    .await?;
-                let types = [
-                    Type::TIMESTAMPTZ,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::FLOAT8,
-                    Type::TEXT,
-                    Type::JSONB,
-                ];
-                let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-                for (t, bus, topic, source, channel, value, units, tags) in &metrics {
-                    writer
-                        .as_mut()
-                        .write(&[t, bus, topic, source, channel, value, units, &Json(tags)])
-                        .await?;
-                }
-                writer.finish().await?;
-            }
-            if !events.is_empty() {
-                let sink = tx
-                    .copy_in(
-                        r#"COPY events ("timestamp", bus, topic, encoding, payload, malformed) FROM STDIN BINARY"#,
-                    )
-                    .await?;
-                let types = [
-                    Type::TIMESTAMPTZ,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::BOOL,
-                ];
-                let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-                for (t, bus, topic, encoding, payload, malformed) in &events {
-                    writer
-                        .as_mut()
-                        .write(&[t, bus, topic, encoding, payload, malformed])
-                        .await?;
-                }
-                writer.finish().await?;
-            }
+            let counts = rows.copy(&tx).await?;
             tx.commit().await?;
-            Ok((metrics.len() as u64, events.len() as u64))
+            Ok(counts)
         })
     }
 
