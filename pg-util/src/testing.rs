@@ -232,6 +232,26 @@ impl Cluster {
         )
     }
 
+    /// Drops the database of `dsn` (one [`dsn`](Self::dsn) made), closing its connections: what a
+    /// service sees when its database goes away under it.
+    pub fn drop_database(&self, dsn: &str) {
+        let name = dsn
+            .split_whitespace()
+            .find_map(|pair| pair.strip_prefix("dbname="))
+            .expect("a DSN of this cluster");
+        let out = Command::new(self.bin.join("dropdb"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "--force", name])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run dropdb");
+        assert!(
+            out.status.success(),
+            "dropdb {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Creates a fresh database and returns its DSN.
     pub fn create_database(&self) -> String {
         let name = format!(

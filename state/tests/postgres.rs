@@ -196,3 +196,45 @@ fn sigkill_of_a_state_service_loses_no_acknowledged_write_on_postgres() {
         }
     }
 }
+
+#[test]
+fn a_lost_database_is_storage_error_and_healthz_down_and_backup_is_refused() {
+    let Some(mut h) = Harness::broker_only_on(Backend::Postgres) else {
+        return;
+    };
+    h.state_config.probe_interval_secs = 1;
+    h.start_state();
+    let http = reqwest::blocking::Client::new();
+    let healthz = format!("{}/healthz", h.health_url());
+    let database_up = |up: bool| {
+        let body: Value = match http.get(&healthz).send().and_then(|r| r.json()) {
+            Ok(body) => body,
+            Err(_) => return false,
+        };
+        body["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == "database" && (c["status"] == "UP") == up)
+    };
+    data(h.call("set", json!({"service": "s", "key": "k", "value": 1})));
+    wait_for("the database check UP", || database_up(true));
+    // `backup` is SQLite's; on PostgreSQL it is refused as a request, not a storage failure.
+    assert_eq!(
+        code(&h.call("backup", json!({"path": "x.db"}))),
+        "INVALID_REQUEST"
+    );
+
+    plantd_pg_util::testing::cluster()
+        .unwrap()
+        .drop_database(&h.state_config.postgres.dsn);
+    assert_eq!(
+        code(&h.call("set", json!({"service": "s", "key": "k", "value": 2}))),
+        "STORAGE_ERROR"
+    );
+    assert_eq!(
+        code(&h.call("get", json!({"service": "s", "key": "k"}))),
+        "STORAGE_ERROR"
+    );
+    wait_for("the database check DOWN", || database_up(false));
+}
