@@ -5,7 +5,7 @@
 //! the committed changes go to the [`ChangePublisher`] after that.
 //!
 //! - [`sqlite`](self::sqlite): one writer thread with group commit, pooled readers (one host).
-//! - [`postgres`](self::postgres): one writer task per process batching requests into one
+//! - [`postgres`](self::postgres): a few writer tasks per process batching requests into one
 //!   transaction each, pooled readers; several processes on several hosts may share the database.
 
 pub mod postgres;

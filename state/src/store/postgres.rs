@@ -1,7 +1,8 @@
 //! The PostgreSQL backend of [`StateStore`](super::StateStore).
 //!
-//! One writer task per process takes every write request queued so far and applies them in one
-//! transaction, then commits, and only then releases the replies (group commit, as on SQLite): a
+//! A few writer tasks per process take turns at the queue: each takes every write request queued
+//! so far and applies them in one transaction, then commits, and only then releases the replies
+//! (group commit, as on SQLite; while one waits for its commit the next gathers a batch): a
 //! successful reply means the write is committed (`synchronous_commit=on` on every connection).
 //! Runs of `state-set`/`state-set-many` are applied as one multi-row `INSERT ... ON CONFLICT`
 //! (last write of a key in the run wins, as applying them one by one would), with rows in key
@@ -58,6 +59,9 @@ pub const MIGRATIONS: &[migrations::Step] = &[
 
 /// Attempts of one batch that keeps losing races before its requests fail.
 const MAX_ATTEMPTS: u32 = 20;
+/// Writer tasks per process: while one waits for its `COMMIT` to be flushed, the next gathers and
+/// applies the following batch (PostgreSQL flushes concurrent commits together).
+const WRITERS: usize = 4;
 
 const ENSURE_SCOPES: &str = "INSERT INTO scopes (name, created_at, updated_at)
      SELECT name, $2, $2 FROM unnest($1::text[]) AS t(name)
@@ -146,18 +150,22 @@ impl PgStore {
             })?;
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-        let writer = Writer {
-            pool: pool.clone(),
-            max_batch: options.max_batch.max(1),
-            metrics: options.metrics,
-            publisher: options.publisher,
-            health: options.health,
-        };
-        runtime.spawn(async move {
-            writer.run(rx).await;
-            let _ = done_tx.send(());
-        });
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(WRITERS);
+        for _ in 0..WRITERS {
+            let writer = Writer {
+                pool: pool.clone(),
+                max_batch: options.max_batch.max(1),
+                metrics: options.metrics.clone(),
+                publisher: options.publisher.clone(),
+                health: options.health.clone(),
+            };
+            let (rx, done_tx) = (rx.clone(), done_tx.clone());
+            runtime.spawn(async move {
+                writer.run(rx).await;
+                let _ = done_tx.send(());
+            });
+        }
         Ok(PgStore {
             inner: Arc::new(Inner {
                 runtime: Mutex::new(Some(runtime)),
@@ -292,7 +300,9 @@ impl PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(done) = done {
-            let _ = done.recv();
+            for _ in 0..WRITERS {
+                let _ = done.recv();
+            }
         }
     }
 }
@@ -325,22 +335,26 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<WriterMsg>) {
+    /// Takes batches from the queue it shares with the other writers until the queue is closed
+    /// (a `Shutdown` closes it for all of them; what was queued before is still committed).
+    async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WriterMsg>>>) {
         let mut batch: Vec<WriteJob> = Vec::with_capacity(self.max_batch);
         loop {
-            let mut stop = match rx.recv().await {
-                Some(WriterMsg::Job(job)) => {
-                    batch.push(job);
-                    false
+            let mut stop = false;
+            {
+                let mut rx = rx.lock().await;
+                match rx.recv().await {
+                    Some(WriterMsg::Job(job)) => batch.push(job),
+                    Some(WriterMsg::Shutdown) => rx.close(),
+                    None => stop = true,
                 }
-                Some(WriterMsg::Shutdown) | None => true,
-            };
-            // Group commit: take whatever else is already waiting.
-            while !stop && batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(WriterMsg::Job(job)) => batch.push(job),
-                    Ok(WriterMsg::Shutdown) => stop = true,
-                    Err(_) => break,
+                // Group commit: take whatever else is already waiting.
+                while batch.len() < self.max_batch {
+                    match rx.try_recv() {
+                        Ok(WriterMsg::Job(job)) => batch.push(job),
+                        Ok(WriterMsg::Shutdown) => rx.close(),
+                        Err(_) => break,
+                    }
                 }
             }
             if !batch.is_empty() {
