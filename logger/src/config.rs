@@ -1,7 +1,8 @@
 //! The logger's configuration: every key, its default and its validation.
 //!
 //! Loaded with [`plantd_worker_sdk::config::load`]`("logger", ..)`: each key can be set with
-//! `PLANTD_LOGGER_<KEY>` (`PLANTD_LOGGER_DB`, `PLANTD_LOGGER_RETENTION_MAX_AGE_SECS`, ...), a
+//! `PLANTD_LOGGER_<KEY>` (`PLANTD_LOGGER_DB`, `PLANTD_LOGGER_RETENTION_MAX_AGE_SECS`,
+//! `PLANTD_LOGGER_STORE=postgres`, `PLANTD_LOGGER_POSTGRES__DSN`, ...), a
 //! `logger.yaml`, or a command-line flag. No file is needed.
 
 use std::net::{IpAddr, SocketAddr};
@@ -25,8 +26,15 @@ pub struct LoggerConfig {
     pub broker_endpoint: String,
     /// MDP version spoken to the broker: `0.2` (default), `0.1` (zguide brokers) or `go`.
     pub protocol: Dialect,
-    /// SQLite database file.
+    /// Which database holds the rows: `sqlite` (default, the `db` file) or `postgres` (the
+    /// `postgres` block).
+    pub store: crate::store::Backend,
+    /// SQLite database file, with `store: sqlite`.
     pub db: PathBuf,
+    /// PostgreSQL connection, with `store: postgres` (`PLANTD_LOGGER_POSTGRES__DSN`,
+    /// `PLANTD_LOGGER_POSTGRES__PASSWORD_FILE`, ...). The password is never logged and
+    /// `--print-config` shows it as `***`.
+    pub postgres: plantd_pg_util::PostgresConfig,
     /// Bus backends to subscribe to (all three by default).
     pub buses: Vec<BusSubscription>,
     /// Topic prefix subscribed on every bus (`""` = every message).
@@ -80,7 +88,9 @@ impl Default for LoggerConfig {
         LoggerConfig {
             broker_endpoint: "tcp://127.0.0.1:9797".into(),
             protocol: Dialect::V02,
+            store: crate::store::Backend::Sqlite,
             db: PathBuf::from("./plantd-logger.db"),
+            postgres: Default::default(),
             buses: plantd_worker_sdk::bus::DEFAULT_BUSES
                 .iter()
                 .map(|(name, _, backend)| BusSubscription {
@@ -115,8 +125,14 @@ impl LoggerConfig {
         if self.broker_endpoint.trim().is_empty() {
             return invalid("broker_endpoint must not be empty".into());
         }
-        if self.db.as_os_str().is_empty() {
-            return invalid("db must not be empty".into());
+        match self.store {
+            crate::store::Backend::Sqlite if self.db.as_os_str().is_empty() => {
+                return invalid("db must not be empty".into());
+            }
+            crate::store::Backend::Postgres if self.postgres.dsn.trim().is_empty() => {
+                return invalid("store is postgres but postgres.dsn is not set".into());
+            }
+            _ => {}
         }
         for (i, bus) in self.buses.iter().enumerate() {
             if bus.name.is_empty() || bus.endpoint.is_empty() {

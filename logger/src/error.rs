@@ -11,7 +11,7 @@ pub enum LoggerError {
     /// The database could not be opened or migrated.
     #[error("database {path}: {source}")]
     Database {
-        /// The file.
+        /// The file, or the redacted PostgreSQL DSN.
         path: String,
         /// Cause.
         source: crate::store::StoreError,

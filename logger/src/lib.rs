@@ -1,10 +1,12 @@
-//! plantd logger: subscribes to the broker's buses and stores what flows on them in SQLite, and
-//! answers queries about it as the MDP worker `org.plantd.Logger`.
+//! plantd logger: subscribes to the broker's buses and stores what flows on them in SQLite or
+//! PostgreSQL (`store: postgres`), and answers queries about it as the MDP worker
+//! `org.plantd.Logger`.
 //!
 //! - [`ingest`]: one thread per bus; classifies each message as a metric or an event.
 //! - [`store`]: schema, the batching writer thread, retention, queries.
 //! - [`ops`]: the MDP operations (`metrics-query`, `metrics-summary`, `events-query`, `stats`).
 //! - [`metrics`]: Prometheus metrics; [`config`]: settings.
+//! - [`migrate`]: `migrate-to-postgres`, copying a SQLite file into PostgreSQL.
 //!
 //! See `docs/logger.md` for the operator's view.
 
@@ -12,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod migrate;
 pub mod ops;
 pub mod store;
 
@@ -33,13 +36,7 @@ pub const SERVICE: &str = "org.plantd.Logger";
 /// and the query worker. Returns after everything received has been committed.
 pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerError> {
     config.validate()?;
-    let conn = store::open_for_writing(&config.db).map_err(|source| match source {
-        store::StoreError::Integrity(e) => LoggerError::Integrity(e),
-        source => LoggerError::Database {
-            path: config.db.display().to_string(),
-            source,
-        },
-    })?;
+    let (sink, queries) = open_store(&config).await?;
     let metrics = metrics::LoggerMetrics::new();
     let health = Health::new(env!("CARGO_PKG_VERSION"));
     let database = DatabaseCheck::new(health.check("database"));
@@ -56,18 +53,21 @@ pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerE
     )
     .await?;
     let server = tokio::spawn(server);
-    let integrity = tokio::spawn(integrity::watch(
-        config.db.clone(),
-        Some(Duration::from_secs(config.integrity_check_interval_secs)),
-        database.clone(),
-        local.clone(),
-    ));
+    // `PRAGMA quick_check` is SQLite's; PostgreSQL checks its own pages.
+    let integrity = (config.store == store::Backend::Sqlite).then(|| {
+        tokio::spawn(integrity::watch(
+            config.db.clone(),
+            Some(Duration::from_secs(config.integrity_check_interval_secs)),
+            database.clone(),
+            local.clone(),
+        ))
+    });
 
     // Bounded: if SQLite falls behind, ingest blocks and the bus sockets' own queues take over.
     let (records_tx, records_rx) =
         std::sync::mpsc::sync_channel(config.batch_size.saturating_mul(8).clamp(1024, 200_000));
     let writer = store::spawn_writer(
-        conn,
+        sink,
         records_rx,
         store::WriterSettings {
             batch_size: config.batch_size,
@@ -82,7 +82,7 @@ pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerE
         match ingest::spawn_ingest(&config, records_tx, &metrics, subscribed, stop.clone()) {
             Ok(threads) => (
                 threads,
-                serve_queries(&config, &metrics, broker, &local).await,
+                serve_queries(&config, queries, &metrics, broker, &local).await,
             ),
             Err(e) => (Vec::new(), Err(e)),
         };
@@ -98,7 +98,9 @@ pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerE
     })
     .await;
     local.cancel();
-    let _ = integrity.await;
+    if let Some(integrity) = integrity {
+        let _ = integrity.await;
+    }
     let served = server.await;
     tracing::info!("logger stopped");
     result?;
@@ -108,18 +110,50 @@ pub async fn run(config: LoggerConfig, shutdown: Shutdown) -> Result<(), LoggerE
     }
 }
 
+/// Opens the configured store: the writer's sink and the query side.
+async fn open_store(config: &LoggerConfig) -> Result<(store::Sink, store::Queries), LoggerError> {
+    match config.store {
+        store::Backend::Sqlite => {
+            let conn = store::open_for_writing(&config.db).map_err(|source| match source {
+                store::StoreError::Integrity(e) => LoggerError::Integrity(e),
+                source => LoggerError::Database {
+                    path: config.db.display().to_string(),
+                    source,
+                },
+            })?;
+            Ok((
+                store::Sink::Sqlite(conn),
+                store::Queries::Sqlite(store::Readers::new(&config.db)),
+            ))
+        }
+        store::Backend::Postgres => {
+            let postgres = config.postgres.clone();
+            // Connecting and migrating block: off the async runtime.
+            let pg =
+                tokio::task::spawn_blocking(move || store::postgres::PgLogStore::open(&postgres))
+                    .await
+                    .map_err(|e| LoggerError::Config(format!("store open task failed: {e}")))?
+                    .map_err(|source| LoggerError::Database {
+                        path: config.postgres.redacted_dsn(),
+                        source,
+                    })?;
+            Ok((
+                store::Sink::Postgres(pg.clone()),
+                store::Queries::Postgres(pg),
+            ))
+        }
+    }
+}
+
 /// Runs the `org.plantd.Logger` worker until `shutdown` is cancelled.
 async fn serve_queries(
     config: &LoggerConfig,
+    queries: store::Queries,
     metrics: &metrics::LoggerMetrics,
     broker: health::Check,
     shutdown: &Shutdown,
 ) -> Result<(), LoggerError> {
-    let ops = ops::Ops::new(
-        store::Readers::new(&config.db),
-        metrics.clone(),
-        config.max_query_rows,
-    );
+    let ops = ops::Ops::new(queries, metrics.clone(), config.max_query_rows);
     let curve = config
         .curve
         .client()
@@ -149,7 +183,11 @@ async fn serve_queries(
         .connection_check(broker)
         .handler(move |request| Ok(ops.handle(&request)))
         .build()?;
-    tracing::info!(endpoint = %config.broker_endpoint, db = %config.db.display(), "logger started");
+    let location = match config.store {
+        store::Backend::Sqlite => config.db.display().to_string(),
+        store::Backend::Postgres => config.postgres.redacted_dsn(),
+    };
+    tracing::info!(endpoint = %config.broker_endpoint, store = %location, "logger started");
     worker.run(shutdown.clone()).await?;
     Ok(())
 }

@@ -1,13 +1,15 @@
-//! `plantd-logger`: runs the logger service (`org.plantd.Logger`) until SIGINT/SIGTERM.
+//! `plantd-logger`: runs the logger service (`org.plantd.Logger`) until SIGINT/SIGTERM, or copies a
+//! SQLite logger file into PostgreSQL (`plantd-logger migrate-to-postgres`).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use clap::Parser;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 use plantd_worker_sdk::service::{self, CommonArgs};
 use serde::Serialize;
 
-/// plantd logger: stores bus metrics and events in SQLite and answers queries about them.
+/// plantd logger: stores bus metrics and events in SQLite or PostgreSQL and answers queries about
+/// them.
 #[derive(Parser)]
 #[command(name = "plantd-logger", version)]
 struct Cli {
@@ -15,6 +17,28 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     overrides: Overrides,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Copies every metric and event row of a SQLite logger file into a PostgreSQL database, in
+    /// one transaction. Stop the logger on the file first.
+    MigrateToPostgres {
+        /// The SQLite logger file to copy.
+        #[arg(long)]
+        from: PathBuf,
+        /// Target DSN (URL or key=value) [env: PLANTD_LOGGER_POSTGRES__DSN].
+        #[arg(long, env = "PLANTD_LOGGER_POSTGRES__DSN", hide_env_values = true)]
+        dsn: String,
+        /// File holding the target's password (mode 0600) [env: PLANTD_LOGGER_POSTGRES__PASSWORD_FILE].
+        #[arg(long, env = "PLANTD_LOGGER_POSTGRES__PASSWORD_FILE")]
+        password_file: Option<PathBuf>,
+        /// Empty a target that already holds rows instead of refusing it.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 /// Flags that override the environment and the config file.
@@ -44,6 +68,28 @@ struct Overrides {
 
 fn main() -> Result<()> {
     let cli: Cli = service::parse_args("logger");
+    if let Some(Command::MigrateToPostgres {
+        from,
+        dsn,
+        password_file,
+        replace,
+    }) = cli.command
+    {
+        let target = plantd_pg_util::PostgresConfig {
+            password_file,
+            ..plantd_pg_util::PostgresConfig::with_dsn(dsn)
+        };
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+        let copied = runtime
+            .block_on(plantd_logger::migrate::migrate_to_postgres(
+                &from, &target, replace,
+            ))
+            .with_context(|| {
+                format!("migrating {} to {}", from.display(), target.redacted_dsn())
+            })?;
+        println!("{}", serde_json::to_string(&copied)?);
+        return Ok(());
+    }
     service::main(
         "logger",
         "plantd-logger",

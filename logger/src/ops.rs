@@ -18,8 +18,8 @@ use serde_json::{json, Map, Value};
 use plantd_worker_sdk::auth::{AuthError, TokenVerifier};
 
 use crate::metrics::LoggerMetrics;
-use crate::store::query::{self, Filter};
-use crate::store::Readers;
+use crate::store::query::Filter;
+use crate::store::Queries;
 
 /// Rows a listing returns when the request names no `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -100,7 +100,7 @@ impl From<AuthError> for OpError {
 
 /// Serves the query operations from read-only connections.
 pub struct Ops {
-    readers: Readers,
+    readers: Queries,
     metrics: LoggerMetrics,
     max_rows: usize,
     /// Checks each query's `token` for [`READ_PERMISSION`]; `None` under `auth.mode: off`.
@@ -109,7 +109,7 @@ pub struct Ops {
 
 impl Ops {
     /// Operations over `readers`; listings return at most `max_rows` rows.
-    pub fn new(readers: Readers, metrics: LoggerMetrics, max_rows: usize) -> Self {
+    pub fn new(readers: Queries, metrics: LoggerMetrics, max_rows: usize) -> Self {
         Ops {
             readers,
             metrics,
@@ -175,7 +175,7 @@ impl Ops {
                 let limit = self.limit(&params)?;
                 let rows = self
                     .readers
-                    .with(|c| query::metrics(c, &filter, limit))
+                    .metrics(&filter, limit)
                     .map_err(storage)?;
                 Ok(json!({"count": rows.len(), "metrics": rows}))
             }
@@ -192,7 +192,7 @@ impl Ops {
                 }
                 let series = self
                     .readers
-                    .with(|c| query::summary(c, &filter, bucket_us, self.max_rows))
+                    .summary(&filter, bucket_us, self.max_rows)
                     .map_err(storage)?;
                 Ok(json!({"bucket_secs": bucket_us as f64 / 1e6, "series": series}))
             }
@@ -206,11 +206,11 @@ impl Ops {
                 };
                 let rows = self
                     .readers
-                    .with(|c| query::events(c, &filter, malformed, limit))
+                    .events(&filter, malformed, limit)
                     .map_err(storage)?;
                 Ok(json!({"count": rows.len(), "events": rows}))
             }
-            "stats" => self.readers.with(query::stats).map_err(storage),
+            "stats" => self.readers.stats().map_err(storage),
             "" => Err(invalid("missing operation frame")),
             other => Err(OpError {
                 code: ErrorCode::UnknownOperation,

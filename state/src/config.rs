@@ -3,7 +3,9 @@
 //! Loaded with `plantd_worker_sdk::config::load("state", ...)`, so every key is also an environment
 //! variable: `PLANTD_STATE_DB`, `PLANTD_STATE_BROKER_ENDPOINT`, `PLANTD_STATE_HEALTH_PORT`,
 //! `PLANTD_STATE_DURABILITY`, `PLANTD_STATE_LIMITS__MAX_VALUE_BYTES`,
-//! `PLANTD_STATE_BACKUP__INTERVAL_SECS`, `PLANTD_STATE_INTEGRITY_CHECK_INTERVAL_SECS`, ...
+//! `PLANTD_STATE_BACKUP__INTERVAL_SECS`, `PLANTD_STATE_INTEGRITY_CHECK_INTERVAL_SECS`,
+//! `PLANTD_STATE_STORE=postgres`, `PLANTD_STATE_POSTGRES__DSN`,
+//! `PLANTD_STATE_POSTGRES__PASSWORD_FILE`, ...
 
 use std::path::PathBuf;
 
@@ -14,14 +16,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::BackupConfig;
 use crate::ops::Limits;
-use crate::store::Durability;
+use crate::store::{Backend, Durability};
 
 /// Configuration of the state service.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StateConfig {
-    /// SQLite database file (`PLANTD_STATE_DB`).
+    /// Which database holds the state (`PLANTD_STATE_STORE`): `sqlite` (default, the `db` file)
+    /// or `postgres` (the `postgres` block; several state services may share it).
+    pub store: Backend,
+    /// SQLite database file (`PLANTD_STATE_DB`), with `store: sqlite`.
     pub db: PathBuf,
+    /// PostgreSQL connection, with `store: postgres` (`PLANTD_STATE_POSTGRES__DSN`,
+    /// `PLANTD_STATE_POSTGRES__PASSWORD_FILE`, `PLANTD_STATE_POSTGRES__POOL_SIZE`). The password
+    /// is never logged and `--print-config` shows it as `***`.
+    pub postgres: plantd_pg_util::PostgresConfig,
     /// Broker MDP endpoint (`PLANTD_STATE_BROKER_ENDPOINT`).
     /// Several brokers, comma-separated, get one worker session set each (DESIGN.md §8).
     pub broker_endpoint: String,
@@ -71,7 +80,9 @@ pub struct StateConfig {
 impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
+            store: Backend::Sqlite,
             db: PathBuf::from("./plantd-state.db"),
+            postgres: Default::default(),
             broker_endpoint: "tcp://127.0.0.1:9797".into(),
             protocol: Dialect::V02,
             concurrency: 4,

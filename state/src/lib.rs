@@ -1,7 +1,9 @@
 //! `plantd-state`: the scoped key/value store behind MDP service `org.plantd.State`.
 //!
-//! - [`store`]: SQLite (WAL), one writer thread with group commit, pooled readers.
-//! - [`migrations`]: versioned schema.
+//! - [`store`]: SQLite (WAL, the default) or PostgreSQL (`store: postgres`, shared by several
+//!   services), each with group commit and pooled readers.
+//! - [`migrations`]: versioned schema (SQLite; the PostgreSQL schema is in [`store::postgres`]).
+//! - [`migrate`]: `migrate-to-postgres`, copying a SQLite file into PostgreSQL.
 //! - [`ops`]: the operations, request parsing and the reply envelope.
 //! - [`codes`]: the stable error codes.
 //! - [`auth`]: the [`auth::Authorizer`] hook and permission names.
@@ -19,6 +21,7 @@ pub mod changes;
 pub mod codes;
 pub mod config;
 pub mod metrics;
+pub mod migrate;
 pub mod migrations;
 pub mod ops;
 pub mod service;

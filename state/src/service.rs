@@ -20,7 +20,7 @@ use crate::changes::{ChangePublisher, NullPublisher};
 use crate::config::StateConfig;
 use crate::metrics::StateMetrics;
 use crate::ops::{Dispatcher, SERVICE_NAME};
-use crate::store::{StateStore, StoreError, StoreOptions, WriteOp};
+use crate::store::{Backend, StateStore, StoreError, StoreOptions, WriteOp};
 use crate::{backup, Shutdown};
 
 /// How long a database probe may take before `/healthz` reports the database DOWN.
@@ -120,10 +120,25 @@ pub async fn run_with(
         max_db_bytes: config.max_db_bytes,
         ..StoreOptions::default()
     };
-    let db = config.db.clone();
-    let store = tokio::task::spawn_blocking(move || StateStore::open(db, options))
-        .await
-        .map_err(|e| StateError::Config(format!("store open task failed: {e}")))??;
+    let (backend, db, postgres) = (config.store, config.db.clone(), config.postgres.clone());
+    if backend == Backend::Postgres {
+        if config.backup.interval_secs > 0 {
+            return Err(StateError::Config(
+                "backup.interval_secs: scheduled backups are SQLite snapshots; back a PostgreSQL \
+                 store up with pg_dump"
+                    .into(),
+            ));
+        }
+        if config.max_db_bytes > 0 {
+            tracing::warn!("max_db_bytes applies to SQLite only; ignored with store: postgres");
+        }
+    }
+    let store = tokio::task::spawn_blocking(move || match backend {
+        Backend::Sqlite => StateStore::open(db, options),
+        Backend::Postgres => StateStore::open_postgres(&postgres, options),
+    })
+    .await
+    .map_err(|e| StateError::Config(format!("store open task failed: {e}")))??;
 
     let backup_dir = config.backup.dir_for(store.path());
     let dispatcher = Arc::new(
@@ -184,12 +199,15 @@ pub async fn run_with(
         Duration::from_secs(config.probe_interval_secs.max(1)),
         stop.clone(),
     ));
-    let integrity = tokio::spawn(integrity::watch(
-        store.path().to_owned(),
-        Some(Duration::from_secs(config.integrity_check_interval_secs)),
-        database_check,
-        stop.clone(),
-    ));
+    // `PRAGMA quick_check` is SQLite's; PostgreSQL checks its own pages.
+    let integrity = (backend == Backend::Sqlite).then(|| {
+        tokio::spawn(integrity::watch(
+            store.path().to_owned(),
+            Some(Duration::from_secs(config.integrity_check_interval_secs)),
+            database_check,
+            stop.clone(),
+        ))
+    });
     let schedule = tokio::spawn(backup::run_schedule(
         store.clone(),
         config.backup.clone(),
@@ -197,7 +215,7 @@ pub async fn run_with(
         stop.clone(),
     ));
     tracing::info!(
-        db = %store.path().display(),
+        store = %store.location(),
         broker = %config.broker_endpoint,
         sessions = config.concurrency,
         health = %health_addr,
@@ -207,7 +225,9 @@ pub async fn run_with(
     let result = worker.run(stop.clone()).await;
     stop.cancel();
     let _ = probe.await;
-    let _ = integrity.await;
+    if let Some(integrity) = integrity {
+        let _ = integrity.await;
+    }
     let _ = schedule.await;
     let served = server.await;
     close(store).await;

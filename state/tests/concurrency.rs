@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{call, data, Harness};
+use common::{call, data, Backend, Harness};
 use serde_json::json;
 
 const CLIENTS: usize = 64;
@@ -15,6 +15,13 @@ const KEYS: usize = 5;
 #[test]
 fn sixty_four_clients_mixed_sets_and_gets() {
     mixed_sets_and_gets(&Harness::start());
+}
+
+#[test]
+fn sixty_four_clients_mixed_sets_and_gets_on_postgres() {
+    if let Some(h) = Harness::start_on(Backend::Postgres) {
+        mixed_sets_and_gets(&h);
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{data, Harness, DEADLINE};
+use common::{data, Backend, Harness, DEADLINE};
 use plantd_worker_sdk::bus::Subscriber;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,8 +20,19 @@ struct Change {
 }
 
 #[test]
-fn sets_and_deletes_are_published_on_the_state_bus() {
-    let h = Harness::start();
+fn sets_and_deletes_are_published_on_the_state_bus_on_sqlite() {
+    sets_and_deletes_are_published_on_the_state_bus(Backend::Sqlite);
+}
+
+#[test]
+fn sets_and_deletes_are_published_on_the_state_bus_on_postgres() {
+    sets_and_deletes_are_published_on_the_state_bus(Backend::Postgres);
+}
+
+fn sets_and_deletes_are_published_on_the_state_bus(backend: Backend) {
+    let Some(h) = Harness::start_on(backend) else {
+        return;
+    };
     let subscriber = Subscriber::connect(&h.bus_backend).unwrap();
     subscriber.subscribe("org.plantd.state.watched").unwrap();
 

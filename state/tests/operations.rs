@@ -3,15 +3,26 @@
 
 mod common;
 
-use common::{code, data, Harness};
+use common::{code, data, Backend, Harness};
 use plantd_state::ops::Limits;
 use plantd_worker_sdk::client::Client;
 use plantd_worker_sdk::protocol::Dialect;
 use serde_json::{json, Value};
 
 #[test]
-fn every_operation_and_error_code_through_the_broker() {
-    let mut h = Harness::broker_only();
+fn every_operation_and_error_code_through_the_broker_on_sqlite() {
+    every_operation_and_error_code_through_the_broker(Backend::Sqlite);
+}
+
+#[test]
+fn every_operation_and_error_code_through_the_broker_on_postgres() {
+    every_operation_and_error_code_through_the_broker(Backend::Postgres);
+}
+
+fn every_operation_and_error_code_through_the_broker(backend: Backend) {
+    let Some(mut h) = Harness::broker_only_on(backend) else {
+        return;
+    };
     h.state_config.limits = Limits {
         max_scope_bytes: 32,
         max_key_bytes: 16,
@@ -189,8 +200,19 @@ fn every_operation_and_error_code_through_the_broker() {
 }
 
 #[test]
-fn healthz_reports_real_checks_and_metrics_count_requests() {
-    let mut h = Harness::start();
+fn healthz_reports_real_checks_and_metrics_count_requests_on_sqlite() {
+    healthz_reports_real_checks_and_metrics_count_requests(Backend::Sqlite);
+}
+
+#[test]
+fn healthz_reports_real_checks_and_metrics_count_requests_on_postgres() {
+    healthz_reports_real_checks_and_metrics_count_requests(Backend::Postgres);
+}
+
+fn healthz_reports_real_checks_and_metrics_count_requests(backend: Backend) {
+    let Some(mut h) = Harness::start_on(backend) else {
+        return;
+    };
     let http = reqwest::blocking::Client::new();
     let health_url = format!("{}/healthz", h.health_url());
     common::wait_for("/healthz to report UP", || {

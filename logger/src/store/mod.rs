@@ -1,11 +1,14 @@
-//! SQLite storage: the schema ([`migrations`]), the single writer thread that batches inserts and
-//! applies retention ([`writer`]), and the read side used by queries ([`query`], [`Readers`]).
+//! Storage: SQLite (the default) or PostgreSQL ([`postgres`], `store: postgres`). The schema
+//! ([`migrations`]), the single writer thread that batches inserts and applies retention
+//! ([`writer`], writing to a [`Sink`]), and the read side used by queries ([`query`],
+//! [`Queries`]). Both backends store the same rows and answer the same queries alike.
 //!
 //! The file runs in WAL mode with `synchronous=NORMAL`: a crash may lose the last batch (bus
 //! messages are fire-and-forget anyway) but never corrupts the file, and readers never block the
 //! writer. Times are stored as Unix microseconds (UTC).
 
 pub mod migrations;
+pub mod postgres;
 pub mod query;
 pub mod writer;
 
@@ -15,7 +18,10 @@ use std::time::Duration;
 
 use plantd_sqlite_util::{integrity, IntegrityError};
 use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use postgres::PgLogStore;
 
 pub use migrations::{MigrationError, SCHEMA_VERSION};
 pub use writer::{spawn_writer, WriterSettings};
@@ -37,6 +43,136 @@ pub enum StoreError {
     /// The file failed `PRAGMA quick_check` when it was opened.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
+    /// PostgreSQL failed (a statement, or the connection).
+    #[error("postgres: {0}")]
+    Postgres(#[from] plantd_pg_util::tokio_postgres::Error),
+    /// PostgreSQL could not be reached or configured.
+    #[error(transparent)]
+    Pg(#[from] plantd_pg_util::PgError),
+    /// The PostgreSQL schema could not be migrated.
+    #[error(transparent)]
+    PgMigration(#[from] plantd_pg_util::migrations::MigrationError),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("no PostgreSQL connection: {0}")]
+    Pool(String),
+    /// The PostgreSQL runtime could not start.
+    #[error("cannot start the PostgreSQL runtime: {0}")]
+    Io(std::io::Error),
+    /// The PostgreSQL runtime stopped (shutting down).
+    #[error(transparent)]
+    Stopped(#[from] plantd_pg_util::blocking::Stopped),
+}
+
+/// Which database holds the logger's rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The SQLite file `db`.
+    #[default]
+    Sqlite,
+    /// The PostgreSQL database of `postgres.dsn` (TimescaleDB hypertable when available).
+    Postgres,
+}
+
+/// Where the writer thread puts rows.
+pub enum Sink {
+    /// The SQLite write connection.
+    Sqlite(Connection),
+    /// The PostgreSQL store.
+    Postgres(PgLogStore),
+}
+
+impl Sink {
+    /// Inserts every record in one transaction. Returns (metric rows, event rows).
+    pub fn insert_batch(&mut self, batch: &[Record]) -> Result<(u64, u64), StoreError> {
+        match self {
+            Sink::Sqlite(conn) => Ok(writer::insert_batch(conn, batch)?),
+            Sink::Postgres(pg) => pg.insert_batch(batch),
+        }
+    }
+
+    /// Writes the health probe row.
+    pub fn probe(&mut self) -> Result<(), StoreError> {
+        match self {
+            Sink::Sqlite(conn) => {
+                let now = chrono::Utc::now().to_rfc3339();
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?1)",
+                    [now],
+                )?;
+                Ok(())
+            }
+            Sink::Postgres(pg) => pg.probe(),
+        }
+    }
+
+    /// Deletes what `retention` says must go, given the current time.
+    pub fn apply_retention(
+        &mut self,
+        retention: &Retention,
+        now_us: i64,
+    ) -> Result<Deleted, StoreError> {
+        match self {
+            Sink::Sqlite(conn) => Ok(apply_retention(conn, retention, now_us)?),
+            Sink::Postgres(pg) => pg.apply_retention(retention, now_us),
+        }
+    }
+}
+
+/// The read side of either backend, as the query operations use it.
+pub enum Queries {
+    /// Pooled SQLite readers.
+    Sqlite(Readers),
+    /// The PostgreSQL store.
+    Postgres(PgLogStore),
+}
+
+impl Queries {
+    /// Metrics matching `filter`, newest first, at most `limit`.
+    pub fn metrics(
+        &self,
+        filter: &query::Filter,
+        limit: usize,
+    ) -> Result<Vec<query::StoredMetric>, StoreError> {
+        match self {
+            Queries::Sqlite(r) => r.with(|c| query::metrics(c, filter, limit)),
+            Queries::Postgres(pg) => pg.metrics(filter, limit),
+        }
+    }
+
+    /// Per-topic, per-bucket count/min/max/avg, at most `max_buckets` buckets.
+    pub fn summary(
+        &self,
+        filter: &query::Filter,
+        bucket_us: i64,
+        max_buckets: usize,
+    ) -> Result<Vec<query::Series>, StoreError> {
+        match self {
+            Queries::Sqlite(r) => r.with(|c| query::summary(c, filter, bucket_us, max_buckets)),
+            Queries::Postgres(pg) => pg.summary(filter, bucket_us, max_buckets),
+        }
+    }
+
+    /// Events matching `filter` (only malformed ones if asked), newest first, at most `limit`.
+    pub fn events(
+        &self,
+        filter: &query::Filter,
+        malformed_only: bool,
+        limit: usize,
+    ) -> Result<Vec<query::StoredEvent>, StoreError> {
+        match self {
+            Queries::Sqlite(r) => r.with(|c| query::events(c, filter, malformed_only, limit)),
+            Queries::Postgres(pg) => pg.events(filter, malformed_only, limit),
+        }
+    }
+
+    /// Table statistics.
+    pub fn stats(&self) -> Result<serde_json::Value, StoreError> {
+        match self {
+            Queries::Sqlite(r) => r.with(query::stats),
+            Queries::Postgres(pg) => pg.stats(),
+        }
+    }
 }
 
 /// One row of the `metrics` table, ready to insert.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use plantd_sqlite_util::DatabaseCheck;
 use rusqlite::{params, Connection};
 
-use super::{apply_retention, Record, Retention};
+use super::{Record, Retention, Sink};
 use crate::metrics::LoggerMetrics;
 
 /// How often the writer proves the database accepts writes, for `/healthz`.
@@ -24,10 +24,10 @@ pub struct WriterSettings {
     pub retention: Retention,
 }
 
-/// Starts the writer thread on `conn`. It takes records from `records` until every sender is
+/// Starts the writer thread on `sink` (the SQLite connection or the PostgreSQL store). It takes records from `records` until every sender is
 /// dropped, commits what is left, and returns.
 pub fn spawn_writer(
-    conn: Connection,
+    sink: Sink,
     records: Receiver<Record>,
     settings: WriterSettings,
     metrics: LoggerMetrics,
@@ -37,7 +37,7 @@ pub fn spawn_writer(
         .name("logger-writer".into())
         .spawn(move || {
             Writer {
-                conn,
+                sink,
                 settings,
                 metrics,
                 database_check,
@@ -47,7 +47,7 @@ pub fn spawn_writer(
 }
 
 struct Writer {
-    conn: Connection,
+    sink: Sink,
     settings: WriterSettings,
     metrics: LoggerMetrics,
     database_check: DatabaseCheck,
@@ -100,7 +100,7 @@ impl Writer {
     fn commit(&mut self, batch: &mut Vec<Record>) {
         let started = Instant::now();
         let rows = batch.len() as u64;
-        match insert_batch(&mut self.conn, batch) {
+        match self.sink.insert_batch(batch) {
             Ok((metrics, events)) => {
                 self.metrics.metric_rows.inc_by(metrics);
                 self.metrics.event_rows.inc_by(events);
@@ -121,12 +121,7 @@ impl Writer {
     }
 
     fn probe(&mut self) {
-        let now = chrono::Utc::now().to_rfc3339();
-        let result = self.conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?1)",
-            [now],
-        );
-        match result {
+        match self.sink.probe() {
             Ok(_) => self.database_check.probe_succeeded(),
             Err(e) => self.database_check.write_failed(format!("probe: {e}")),
         }
@@ -134,7 +129,7 @@ impl Writer {
 
     fn retain(&mut self) {
         let now_us = chrono::Utc::now().timestamp_micros();
-        match apply_retention(&self.conn, &self.settings.retention, now_us) {
+        match self.sink.apply_retention(&self.settings.retention, now_us) {
             Ok(deleted) => {
                 self.metrics
                     .retention_deleted(deleted.metrics, deleted.events);

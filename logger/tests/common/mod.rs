@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use plantd_broker::bus::{BusConfig, BusSettings};
 use plantd_broker::BrokerConfig;
+pub use plantd_logger::store::Backend;
 use plantd_logger::{BusSubscription, LoggerConfig};
 use plantd_module_metric::MetricModuleConfig;
 use plantd_worker_sdk::client::Client;
@@ -40,6 +41,23 @@ impl System {
         let system = Self::launch(|_| {}, tweak);
         system.wait_healthy("logger", system.logger.health_port);
         system
+    }
+
+    /// [`start`](Self::start) with the logger storing into `backend` (on PostgreSQL, a fresh
+    /// database in this binary's private cluster); `None` when PostgreSQL is not installed here
+    /// (the test is skipped, with a message, unless `PLANTD_REQUIRE_POSTGRES` is set).
+    pub fn start_on(backend: Backend, tweak: impl FnOnce(&mut LoggerConfig)) -> Option<System> {
+        let postgres = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(plantd_pg_util::testing::fresh_database()?),
+        };
+        Some(Self::start(|c| {
+            if let Some(dsn) = postgres {
+                c.store = Backend::Postgres;
+                c.postgres = plantd_pg_util::PostgresConfig::with_dsn(dsn);
+            }
+            tweak(c)
+        }))
     }
 
     /// Like [`start`](Self::start) with the broker tuned too, and returning once the broker is UP

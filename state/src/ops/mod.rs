@@ -124,6 +124,8 @@ impl From<StoreError> for OpError {
             StoreError::ScopeExists(_) => ErrorCode::ScopeExists,
             StoreError::KeyNotFound { .. } => ErrorCode::KeyNotFound,
             StoreError::BackupTargetExists(_) => ErrorCode::InvalidRequest,
+            // Not this backend's operation (`backup` on PostgreSQL): the request, not the store.
+            StoreError::Unsupported(_) => ErrorCode::InvalidRequest,
             _ => {
                 tracing::warn!(error = %e, "state storage error");
                 ErrorCode::StorageError

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use plantd_broker::BrokerConfig;
+pub use plantd_state::store::Backend;
 use plantd_state::{StateConfig, StateError};
 use plantd_worker_sdk::client::Client;
 use plantd_worker_sdk::testing::{free_endpoint, free_port};
@@ -88,6 +89,27 @@ impl Harness {
             state: None,
             state_config,
         }
+    }
+
+    /// [`broker_only`](Self::broker_only) with the state service configured for `backend` (a fresh
+    /// database in this binary's private PostgreSQL cluster); `None` when PostgreSQL is not
+    /// installed here (the test is skipped, with a message, unless `PLANTD_REQUIRE_POSTGRES`).
+    pub fn broker_only_on(backend: Backend) -> Option<Self> {
+        let mut h = Self::broker_only();
+        if backend == Backend::Postgres {
+            h.state_config.store = Backend::Postgres;
+            h.state_config.postgres = plantd_pg_util::PostgresConfig::with_dsn(
+                plantd_pg_util::testing::fresh_database()?,
+            );
+        }
+        Some(h)
+    }
+
+    /// [`start`](Self::start) on `backend` (see [`broker_only_on`](Self::broker_only_on)).
+    pub fn start_on(backend: Backend) -> Option<Self> {
+        let mut h = Self::broker_only_on(backend)?;
+        h.start_state();
+        Some(h)
     }
 
     /// A broker and a state service with the default test configuration, ready to serve.
@@ -208,6 +230,11 @@ impl StateProcess {
             h.dir.path(),
             "PLANTD_STATE_CONFIG",
         );
+        if h.state_config.store == Backend::Postgres {
+            command
+                .env("PLANTD_STATE_STORE", "postgres")
+                .env("PLANTD_STATE_POSTGRES__DSN", &h.state_config.postgres.dsn);
+        }
         command
             .env("PLANTD_STATE_DB", h.db_path())
             .env("PLANTD_STATE_BROKER_ENDPOINT", &h.endpoint)

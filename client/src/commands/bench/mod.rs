@@ -13,6 +13,8 @@
 //! - `plant bench cluster`: the same echo load spread over N in-process brokers against one
 //!   broker, alternated (`cluster.rs`).
 //! - `plant bench state`: state-set/state-get against echo through an in-process broker.
+//! - `plant bench state-postgres --dsn ...`: the state service on PostgreSQL against SQLite,
+//!   interleaved (`state_postgres.rs`).
 //! - `plant bench proxy`: echo through the HTTP proxy against the same echo over MDP with the
 //!   async client, interleaved, plus a bare axum route (`proxy.rs`).
 //! - `plant bench nats`: plantd with SDK workers and clients against NATS request-reply with
@@ -37,6 +39,7 @@ mod process;
 mod proxy;
 mod sdk_clients;
 mod state;
+mod state_postgres;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +71,8 @@ pub enum BenchCommand {
     Bus(bus::BusArgs),
     /// State service set/get throughput as ratios to echo through the same broker.
     State(state::StateBenchArgs),
+    /// The state service on PostgreSQL against the same on SQLite, interleaved.
+    StatePostgres(state_postgres::StatePostgresArgs),
     /// Echo through the HTTP proxy vs. the same over MDP, interleaved, and a bare axum route.
     Proxy(proxy::ProxyBenchArgs),
     /// Broker resident memory before, at the peak and after a load (does memory come back?).
@@ -185,6 +190,7 @@ pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
         BenchCommand::Idle(args) => idle::run(args, json),
         BenchCommand::Bus(args) => bus::run(args, json),
         BenchCommand::State(args) => state::run(args, json),
+        BenchCommand::StatePostgres(args) => state_postgres::run(args, json),
         BenchCommand::Memory(args) => memory::run(args, json),
         BenchCommand::Nats(args) => nats::run(args, json),
         BenchCommand::Proxy(args) => proxy::run(args, json),

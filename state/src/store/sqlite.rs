@@ -1,4 +1,4 @@
-//! `StateStore`: the scoped key/value store on SQLite (WAL).
+//! The SQLite backend of [`StateStore`](super::StateStore) (WAL).
 //!
 //! Writes go through one writer thread that owns the only write connection. It drains every write
 //! request queued so far, applies them in one transaction (each inside its own savepoint, so one
@@ -13,26 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use plantd_sqlite_util::{integrity, DatabaseCheck, IntegrityError};
+use plantd_sqlite_util::{integrity, DatabaseCheck};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::changes::{ChangePublisher, NullPublisher, StateChange};
+use super::{changes_of, now_ms, Durability, StoreError, StoreOptions, WriteOp, WriteReceipt};
+use crate::changes::ChangePublisher;
 use crate::metrics::StateMetrics;
-use crate::migrations::{self, MigrationError};
-
-/// How hard a commit tries to reach the disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// `synchronous=NORMAL`: a commit survives a process crash; a power loss may drop the last
-    /// commits (never corrupts).
-    #[default]
-    Normal,
-    /// `synchronous=FULL`: every commit is fsynced before its replies go out.
-    Full,
-}
+use crate::migrations;
 
 impl Durability {
     fn pragma(self) -> &'static str {
@@ -42,139 +30,6 @@ impl Durability {
         }
     }
 }
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The scope does not exist.
-    #[error("scope '{0}' does not exist")]
-    ScopeNotFound(String),
-    /// `create-scope` on an existing scope.
-    #[error("scope '{0}' already exists")]
-    ScopeExists(String),
-    /// The key does not exist in the scope.
-    #[error("key '{key}' does not exist in scope '{scope}'")]
-    KeyNotFound {
-        /// Scope searched.
-        scope: String,
-        /// Missing key.
-        key: String,
-    },
-    /// SQLite failed.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The transaction holding this write failed to commit; nothing in it was written.
-    #[error("commit failed: {0}")]
-    Commit(String),
-    /// The schema could not be brought up to date.
-    #[error(transparent)]
-    Migration(#[from] MigrationError),
-    /// The file failed `PRAGMA quick_check` when it was opened.
-    #[error(transparent)]
-    Integrity(#[from] IntegrityError),
-    /// A filesystem operation failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What we were doing.
-        context: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A backup target already exists (backups never overwrite).
-    #[error("backup target {0} already exists")]
-    BackupTargetExists(PathBuf),
-    /// The store has been closed (the service is shutting down).
-    #[error("the state store is closed")]
-    Closed,
-}
-
-impl StoreError {
-    /// True when the database itself failed (I/O, full disk, corruption), not the request: the
-    /// errors that make a write fail with `STORAGE_ERROR`.
-    pub fn is_storage_failure(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Io { .. }
-        )
-    }
-}
-
-/// Tuning of a [`StateStore`].
-#[derive(Clone)]
-pub struct StoreOptions {
-    /// `synchronous` level of commits.
-    pub durability: Durability,
-    /// Most write requests committed in one transaction.
-    pub max_batch: usize,
-    /// Read connections kept open between requests.
-    pub max_idle_readers: usize,
-    /// Where commit batch sizes and latencies are recorded.
-    pub metrics: Option<StateMetrics>,
-    /// Who hears about committed changes.
-    pub publisher: Arc<dyn ChangePublisher>,
-    /// Told the outcome of every commit, so `/healthz` sees failed writes as they happen.
-    pub health: Option<DatabaseCheck>,
-    /// Largest the database may grow to, in bytes (SQLite's `max_page_count`); `0` = no limit.
-    /// Writes that need more space fail as they would on a full disk.
-    pub max_db_bytes: u64,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            durability: Durability::Normal,
-            max_batch: 1024,
-            max_idle_readers: 8,
-            metrics: None,
-            publisher: Arc::new(NullPublisher),
-            health: None,
-            max_db_bytes: 0,
-        }
-    }
-}
-
-/// One write request.
-#[derive(Clone, Debug, PartialEq)]
-pub enum WriteOp {
-    /// Creates a scope; `ScopeExists` if it is there.
-    CreateScope {
-        /// Scope name.
-        scope: String,
-    },
-    /// Deletes a scope and all its entries; `ScopeNotFound` if missing.
-    DeleteScope {
-        /// Scope name.
-        scope: String,
-    },
-    /// Sets one key (creating the scope if needed).
-    Set {
-        /// Scope name.
-        scope: String,
-        /// Key.
-        key: String,
-        /// JSON text.
-        value: String,
-    },
-    /// Sets several keys of one scope atomically (creating the scope if needed).
-    SetMany {
-        /// Scope name.
-        scope: String,
-        /// `(key, JSON text)` pairs.
-        entries: Vec<(String, String)>,
-    },
-    /// Deletes one key; `ScopeNotFound` / `KeyNotFound` if missing.
-    Delete {
-        /// Scope name.
-        scope: String,
-        /// Key.
-        key: String,
-    },
-    /// Writes a heartbeat row: proves the database is writable and the writer alive.
-    Probe,
-}
-
-/// The pending result of a write: resolves after the commit that holds it.
-pub type WriteReceipt = oneshot::Receiver<Result<(), StoreError>>;
 
 struct WriteJob {
     op: WriteOp,
@@ -194,13 +49,13 @@ struct Inner {
     max_idle_readers: usize,
 }
 
-/// Handle to the store. Cheap to clone; all clones share the writer thread and reader pool.
+/// The SQLite backend. Cheap to clone; all clones share the writer thread and reader pool.
 #[derive(Clone)]
-pub struct StateStore {
+pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-impl StateStore {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, checks its integrity (`PRAGMA
     /// quick_check`: a damaged file is [`StoreError::Integrity`]), migrates it and starts the
     /// writer thread.
@@ -255,7 +110,7 @@ impl StateStore {
                 context: "cannot start the writer thread".into(),
                 source,
             })?;
-        Ok(StateStore {
+        Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 writer: tx,
@@ -280,18 +135,6 @@ impl StateStore {
             .writer
             .send(WriterMsg::Job(WriteJob { op, done }));
         receipt
-    }
-
-    /// Queues a write and blocks until it is committed. Must not be called from async code.
-    pub fn write_blocking(&self, op: WriteOp) -> Result<(), StoreError> {
-        self.submit(op)
-            .blocking_recv()
-            .unwrap_or(Err(StoreError::Closed))
-    }
-
-    /// Queues a write and waits until it is committed.
-    pub async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
-        self.submit(op).await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// The JSON text stored under `scope`/`key`.
@@ -433,10 +276,6 @@ fn scope_exists(conn: &Connection, scope: &str) -> Result<bool, StoreError> {
         .is_some())
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// The writer thread's state.
 struct Writer {
     conn: Connection,
@@ -519,7 +358,11 @@ impl Writer {
         }
 
         // Before the replies go out: a client that got STORAGE_ERROR finds `/healthz` DOWN.
-        self.report_health(batch, &results);
+        super::report_health(
+            self.health.as_ref(),
+            batch.iter().map(|job| &job.op),
+            &results,
+        );
         if let Some(metrics) = &self.metrics {
             metrics.commit_batch_size.observe(batch.len() as f64);
             metrics
@@ -532,26 +375,6 @@ impl Writer {
         }
         if !changes.is_empty() {
             self.publisher.publish(changes);
-        }
-    }
-
-    /// Tells the database check what this batch proved: a storage failure anywhere in it, or a
-    /// real write that reached the database. (Probe-only batches are reported by the prober.)
-    fn report_health(&self, batch: &[WriteJob], results: &[Result<(), StoreError>]) {
-        let Some(health) = &self.health else {
-            return;
-        };
-        let failure = results
-            .iter()
-            .find_map(|r| r.as_ref().err().filter(|e| e.is_storage_failure()));
-        if let Some(e) = failure {
-            health.write_failed(e.to_string());
-        } else if batch
-            .iter()
-            .zip(results)
-            .any(|(job, r)| r.is_ok() && job.op != WriteOp::Probe)
-        {
-            health.write_succeeded();
         }
     }
 
@@ -657,31 +480,3 @@ fn upsert(
     .execute(params![scope, key, value, now])?;
     Ok(())
 }
-
-/// The notifications a successful `op` produces.
-fn changes_of(op: &WriteOp, time_ms: i64, out: &mut Vec<StateChange>) {
-    let change = |scope: &str, key: Option<&str>, value: Option<&str>, deleted| StateChange {
-        scope: scope.to_owned(),
-        key: key.map(str::to_owned),
-        value_json: value.map(str::to_owned),
-        deleted,
-        time_ms,
-    };
-    match op {
-        WriteOp::CreateScope { scope } => out.push(change(scope, None, None, false)),
-        WriteOp::DeleteScope { scope } => out.push(change(scope, None, None, true)),
-        WriteOp::Set { scope, key, value } => {
-            out.push(change(scope, Some(key), Some(value), false))
-        }
-        WriteOp::SetMany { scope, entries } => out.extend(
-            entries
-                .iter()
-                .map(|(key, value)| change(scope, Some(key), Some(value), false)),
-        ),
-        WriteOp::Delete { scope, key } => out.push(change(scope, Some(key), None, true)),
-        WriteOp::Probe => {}
-    }
-}
-
-#[cfg(test)]
-mod tests;
