@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plantd_worker_sdk::protocol::{
-    self, ClientCommand, Dialect, Direction, ErrorCode, Frame, Message, WorkerCommand,
+    self, tag, ClientCommand, Dialect, Direction, ErrorCode, Frame, Message, WorkerCommand,
 };
 use tracing::{debug, info};
 
@@ -30,7 +30,7 @@ use crate::frame;
 use crate::ledger::{ClientFull, ClientLedger};
 use crate::metrics::{Metrics, WorkerRemoval};
 use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
-use crate::request::{request_bytes, start_message, Request, ReturnAddress};
+use crate::request::{request_bytes, start_tagged, Request, ReturnAddress};
 use crate::security::gate::{BoundKey, Gate};
 use crate::service::{Full, ServiceQueue, MAX_SERVICE_NAME};
 use crate::slots::Slots;
@@ -191,6 +191,18 @@ impl Broker {
             self.metrics.malformed.inc();
             return;
         };
+        let tag = match tag::tagging(frames.as_slice()) {
+            tag::Tagging::Untagged => None,
+            tag::Tagging::Tagged => {
+                let tag = frames.next();
+                frames.next(); // the delimiter; the request may carry its own leading empty frame
+                tag
+            }
+            tag::Tagging::TooLong => {
+                self.metrics.malformed.inc();
+                return;
+            }
+        };
         let envelope = frames.as_slice().first().is_some_and(|f| f.is_empty());
         let now = Instant::now();
         match protocol::decode(Direction::ToBroker, frames) {
@@ -199,18 +211,22 @@ impl Broker {
                     id,
                     dialect,
                     envelope,
+                    tag,
                 };
                 self.on_client(client, command, now);
             }
-            Ok((dialect, Message::Worker(command))) => {
+            Ok((dialect, Message::Worker(command))) if tag.is_none() => {
                 let peer = ReturnAddress {
                     id,
                     dialect,
                     envelope,
+                    tag: None,
                 };
                 self.on_worker(peer, command, now);
             }
-            Err(_) => {
+            // Tags are for client requests only (`protocol::tag`): a tagged worker message is
+            // malformed like any other.
+            Ok((_, Message::Worker(_))) | Err(_) => {
                 self.metrics.malformed.inc();
                 // A registered worker that sends garbage is in an unknown state: let it go.
                 if let Some(&slot) = self.worker_ids.get(&id[..]) {
@@ -489,9 +505,10 @@ impl Broker {
             return;
         }
         self.metrics.partials.inc();
-        start_message(
+        start_tagged(
             &mut self.wire.out,
             Frame::from(&to.id[..]),
+            to.tag.as_ref().map(|tag| Frame::from(&tag[..])),
             to.dialect,
             to.envelope,
         );

@@ -16,14 +16,33 @@ pub struct ReturnAddress {
     /// The peer put an empty frame before its header (a REQ socket): MDP/0.2 replies mirror it.
     /// (MDP/0.1 always carries it and the Go dialect never does on replies; the codec handles both.)
     pub envelope: bool,
+    /// The client's request tag (plantd's extension, `protocol::tag`), put in front of every
+    /// reply; `None` for untagged peers.
+    pub tag: Option<Frame>,
 }
 
 /// Clears `out` and pushes the routing id `id`, then the REQ envelope if the peer needs one the
 /// codec does not add (MDP/0.2 peers that sent one).
 pub fn start_message(out: &mut Vec<Frame>, id: Frame, dialect: Dialect, envelope: bool) {
+    start_tagged(out, id, None, dialect, envelope);
+}
+
+/// Like [`start_message`], with the client's request `tag` (if any) and its delimiter after the
+/// routing id. A tagged reply always has the delimiter; in MDP/0.1 the codec adds it.
+pub fn start_tagged(
+    out: &mut Vec<Frame>,
+    id: Frame,
+    tag: Option<Frame>,
+    dialect: Dialect,
+    envelope: bool,
+) {
     out.clear();
     out.push(id);
-    if dialect == Dialect::V02 && envelope {
+    let tagged = tag.is_some();
+    if let Some(tag) = tag {
+        out.push(tag);
+    }
+    if (dialect == Dialect::V02 && envelope) || (tagged && dialect != Dialect::V01) {
         out.push(Frame::new());
     }
 }

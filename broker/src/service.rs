@@ -271,6 +271,7 @@ mod tests {
                 id: Frame::from(tag),
                 dialect: Dialect::V02,
                 envelope: false,
+                tag: None,
             },
             service: Frame::from("svc"),
             body: vec![Frame::from(tag)],

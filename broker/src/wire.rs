@@ -10,7 +10,7 @@ use plantd_worker_sdk::protocol::{
 };
 
 use crate::metrics::Metrics;
-use crate::request::{start_message, ReturnAddress};
+use crate::request::{start_message, start_tagged, ReturnAddress};
 
 /// The ROUTER socket and its outgoing-message buffer.
 pub struct Wire {
@@ -63,7 +63,13 @@ impl Wire {
     /// Sends `body` as a FINAL for `service` to `client`. A gone client is counted, not an error.
     pub fn reply(&mut self, client: ReturnAddress, service: Frame, body: Vec<Frame>) {
         let dialect = client.dialect;
-        start_message(&mut self.out, client.id, dialect, client.envelope);
+        start_tagged(
+            &mut self.out,
+            client.id,
+            client.tag,
+            dialect,
+            client.envelope,
+        );
         let final_reply = Message::Client(ClientCommand::Final { service, body });
         if protocol::encode(dialect, Direction::FromBroker, final_reply, &mut self.out).is_err()
             || self.send().is_err()

@@ -153,6 +153,7 @@ mod tests {
                 id: Frame::from(client),
                 dialect: Dialect::V02,
                 envelope: false,
+                tag: None,
             },
             service: Frame::from("svc"),
             body: vec![Frame::from(client)],

@@ -11,4 +11,5 @@ mod mmi;
 mod queueing;
 mod robustness;
 mod roundtrip;
+mod tags;
 mod workers;

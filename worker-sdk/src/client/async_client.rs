@@ -1,13 +1,20 @@
-//! The async client: one I/O thread per client owns every socket and serves any number of
-//! concurrent requests.
+//! The async client: one I/O thread per client owns one socket per broker and serves any number
+//! of concurrent requests over it.
 //!
-//! Requests reach the thread over a channel plus a doorbell; each in-flight request gets a socket
-//! of its own and the thread polls them all at once (for replies and for dropped connections),
-//! so hundreds of concurrent requests cost one thread (libzmq's 1023 sockets per context stop one
-//! client at roughly 800 in flight; past the pool's 64 idle sockets each request opens its own). Replies go back over a tokio channel per
-//! request. A request whose caller went away is dropped together with its socket. With several
-//! brokers, a request moves to the next one when its own fails it (`brokers.rs`).
+//! Requests reach the thread over a channel plus a doorbell. Every attempt of a request gets a
+//! fresh request tag (plantd's extension, `protocol::tag`) and goes out on the one connection to
+//! its broker, so thousands of requests in flight cost one socket and one thread, and a late reply
+//! to an abandoned attempt matches no tag and is dropped. Replies go back over a tokio channel per
+//! request. Deadlines sit in a heap, so a wake-up costs the messages it reads, not the number of
+//! requests in flight. A request whose caller went away is skipped when it comes up to be sent and
+//! dropped when its deadline passes. With several brokers, a request moves to the next one when
+//! its own fails it (`brokers.rs`).
+//!
+//! Tags need a plantd broker: brokers without the extension drop tagged requests. Against those,
+//! use the blocking [`Client`](super::Client), which stays plain MDP.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +31,7 @@ use super::connection::Connection;
 use super::mmi::{self, BrokerInfo, ServiceInfo, WorkerInfo};
 use super::probe::{Probing, Verdict};
 use super::retry::{Attempts, RetryPolicy};
-use super::{
-    check_service, classify, send_request, ClientError, Incoming, Options, Reply, MAX_IDLE_SOCKETS,
-};
+use super::{check_service, classify, send_request, ClientError, Incoming, Options, Reply};
 use crate::curve::ClientCurve;
 
 /// An async MDP client. Cheap to clone (clones share the I/O thread); the thread stops when the
@@ -77,13 +82,12 @@ impl AsyncClient {
     ) -> Result<AsyncClient, ClientError> {
         let brokers = Arc::new(Brokers::parse(endpoint)?);
         let context = zmq::Context::new();
-        // Every endpoint is checked now, so a typo in the third is not found only at failover.
-        let mut idle = Vec::new();
+        // Every endpoint is checked now, so a typo in the third is not found only at failover;
+        // the first broker's link is opened at once so it is up by the first request.
+        let mut links = Vec::new();
         for index in 0..brokers.endpoints().len() {
-            let connection = Connection::open(&context, &brokers, index, curve.as_ref())?;
-            if idle.is_empty() {
-                idle.push(connection);
-            }
+            let link = Link::open(&context, &brokers, index, curve.as_ref())?;
+            links.push((index == 0).then_some(link));
         }
         let (doorbell, waker) = Doorbell::new(&context)?;
         let (commands_tx, commands_rx) = mpsc::channel();
@@ -93,8 +97,11 @@ impl AsyncClient {
             curve,
             doorbell,
             commands: commands_rx,
-            idle,
-            pending: Vec::new(),
+            links,
+            requests: HashMap::new(),
+            next_tag: 0,
+            deadlines: BinaryHeap::new(),
+            requeued: false,
         };
         std::thread::Builder::new()
             .name("plantd-client-io".to_owned())
@@ -239,104 +246,62 @@ impl AsyncReplyStream {
     }
 }
 
-/// One request in flight on the I/O thread.
+/// One request in flight on the I/O thread, under the tag of its current attempt.
 struct Pending {
-    /// The current attempt's connection.
-    connection: Connection,
-    /// Whether the current attempt went out (else it waits for its connection to come up).
-    sent: bool,
+    /// Which broker the current attempt goes to (an index into the client's [`Brokers`]).
+    broker: usize,
     service: String,
     /// Kept for resends while attempts remain.
     body: Frames,
     options: Options,
     attempts: Attempts,
-    /// When the current attempt started.
-    started: Instant,
+    /// When the current attempt (or the wait for its next reply) times out.
     deadline: Instant,
-    /// Finding out why the current attempt's connection does not come up (`probe.rs`).
-    probing: Probing,
     replies: UnboundedSender<Result<Reply, ClientError>>,
 }
 
-/// What [`Pending::look`] found.
-enum Looked {
-    /// Nothing to do until the next wake-up or the deadline.
-    Waiting,
-    /// The connection dropped with the request sent: it is lost.
-    Lost,
-    /// Finished (answered, failed or abandoned).
-    Done(Step),
+/// The connection to one broker and the requests that use it.
+struct Link {
+    connection: Connection,
+    /// Tags of requests waiting for the connection to come up, oldest first.
+    unsent: VecDeque<u32>,
+    /// Tags sent on the connection and not yet answered: lost if it drops.
+    sent: Vec<u32>,
+    /// Since when requests have been waiting for the connection (`None` while it is up or
+    /// nothing waits).
+    waiting_since: Option<Instant>,
+    /// Finding out why the connection does not come up (`probe.rs`).
+    probing: Probing,
 }
 
-impl Pending {
-    /// Reads the request's replies, sends it if it waits for its connection and that is up, and
-    /// tells a dropped connection.
-    fn look(&mut self) -> Looked {
-        loop {
-            // Re-read after every socket call: the wake item only reports changes made after the
-            // last read (see `connection`).
-            let state = match self.connection.state() {
-                Ok(state) => state,
-                Err(e) => {
-                    let _ = self.replies.send(Err(e));
-                    return Looked::Done(Step::Discard);
-                }
-            };
-            // Replies first: one that arrived before the connection dropped still answers.
-            if state.readable {
-                let Ok(frames) = protocol::recv_frames(self.connection.socket(), zmq::DONTWAIT)
-                else {
-                    continue;
-                };
-                match classify(frames, &self.service) {
-                    Incoming::Partial(body) => {
-                        self.attempts.replied();
-                        self.deadline = Instant::now() + self.options.retry.attempt_timeout();
-                        if self.replies.send(Ok(Reply::Partial(body))).is_err() {
-                            return Looked::Done(Step::Discard);
-                        }
-                    }
-                    Incoming::Final(result) => {
-                        let _ = self.replies.send(result.map(Reply::Final));
-                        return Looked::Done(Step::Recycle);
-                    }
-                    Incoming::Stale => {}
-                }
-            } else if !self.sent && state.connected {
-                let body = self.attempts.body_to_send(&mut self.body);
-                match send_request(
-                    self.connection.socket(),
-                    self.options.dialect,
-                    &self.service,
-                    body,
-                ) {
-                    Ok(()) => self.sent = true,
-                    // The connection dropped just now: the last attempt's body is gone with it.
-                    Err(ClientError::Zmq(zmq::Error::EAGAIN)) => return Looked::Lost,
-                    Err(e) => {
-                        let _ = self.replies.send(Err(e));
-                        return Looked::Done(Step::Discard);
-                    }
-                }
-            } else if self.sent && !state.connected {
-                return Looked::Lost;
-            } else {
-                return Looked::Waiting;
-            }
-        }
+impl Link {
+    fn open(
+        context: &zmq::Context,
+        brokers: &Brokers,
+        broker: usize,
+        curve: Option<&ClientCurve>,
+    ) -> Result<Link, ClientError> {
+        let connection = Connection::open(context, brokers, broker, curve)?;
+        // Every request in flight shares this socket: the caller bounds how many there are, and
+        // `POLLOUT` must keep meaning "connected", never "queue full" (`connection.rs`).
+        connection.socket().set_sndhwm(0)?;
+        connection.socket().set_rcvhwm(0)?;
+        Ok(Link {
+            connection,
+            unsent: VecDeque::new(),
+            sent: Vec::new(),
+            waiting_since: None,
+            probing: Probing::default(),
+        })
     }
 }
 
-/// What to do with a pending request after looking at it.
-enum Step {
-    Keep,
-    /// Started another attempt on a new connection: look at it again at once, which sends it if
-    /// the connection is up and arms its wake item.
-    Retry,
-    /// Finished: put its connection back in the pool.
-    Recycle,
-    /// Finished or abandoned: close its connection.
-    Discard,
+/// Why an attempt ended without its FINAL.
+enum Failure {
+    /// Its connection dropped after it was sent.
+    Lost,
+    /// No reply within its timeout.
+    TimedOut,
 }
 
 struct IoThread {
@@ -345,21 +310,29 @@ struct IoThread {
     curve: Option<ClientCurve>,
     doorbell: Doorbell,
     commands: mpsc::Receiver<Command>,
-    idle: Vec<Connection>,
-    pending: Vec<Pending>,
+    /// One link per broker, opened when first used.
+    links: Vec<Option<Link>>,
+    /// Requests in flight by the tag of their current attempt.
+    requests: HashMap<u32, Pending>,
+    next_tag: u32,
+    /// Every deadline set, earliest first; an entry whose request has since moved on (answered,
+    /// re-tagged, or given a later deadline by a PARTIAL) is skipped when it comes up.
+    deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Set when an attempt is queued on a link: the links must be looked at again.
+    requeued: bool,
 }
 
 impl IoThread {
     fn run(mut self) {
         loop {
-            let readable = match self.poll() {
-                Ok(readable) => readable,
+            let woken = match self.poll() {
+                Ok(woken) => woken,
                 Err(e) => {
                     warn!(error = %e, "client poll failed; stopping");
                     return;
                 }
             };
-            if readable.first() == Some(&true) {
+            if woken {
                 self.doorbell.drain();
             }
             loop {
@@ -374,99 +347,74 @@ impl IoThread {
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
             }
-            // Walk backwards so swap_remove never moves an unvisited request. New requests were
-            // pushed after `readable` was computed: they are looked at now (and sent if their
-            // connection is up), which also arms their wake items for the next poll.
-            let polled = readable.len() - 1;
-            for index in (0..self.pending.len()).rev() {
-                let woken = index >= polled || readable[index + 1];
-                let mut step = self.step(index, woken);
-                while let Step::Retry = step {
-                    step = self.step(index, true);
+            self.expire(Instant::now());
+            // Every link is looked at after every wake-up: there are as many as brokers, and the
+            // look re-arms its edge-triggered wake item (`connection.rs`). Again while attempts
+            // were moved onto links already looked at: nothing else would wake them.
+            loop {
+                self.requeued = false;
+                for broker in 0..self.links.len() {
+                    self.serve(broker);
+                    self.wait_for(broker);
                 }
-                match step {
-                    Step::Keep | Step::Retry => {}
-                    Step::Recycle => {
-                        let done = self.pending.swap_remove(index);
-                        if self.idle.len() < MAX_IDLE_SOCKETS {
-                            self.idle.push(done.connection);
-                        }
-                    }
-                    Step::Discard => {
-                        self.pending.swap_remove(index);
-                    }
+                if !self.requeued {
+                    break;
                 }
             }
         }
     }
 
-    /// Polls the doorbell and every pending request's connection (and probe) until something
-    /// may have changed or the earliest deadline (or probe start) passes. Returns readability,
-    /// doorbell first, then one entry per pending request.
-    fn poll(&self) -> zmq::Result<Vec<bool>> {
+    /// Polls the doorbell, every open link (and its probe) until something may have changed or
+    /// the earliest deadline, probe or failover is due. Returns whether the doorbell rang.
+    fn poll(&self) -> zmq::Result<bool> {
         let now = Instant::now();
-        let timeout = self
-            .pending
-            .iter()
-            .map(|p| {
-                let until_deadline = p.deadline.saturating_duration_since(now);
-                if p.sent {
-                    return until_deadline;
-                }
-                let waited = now.saturating_duration_since(p.started);
-                let mut wait = p
-                    .probing
-                    .due_in(waited)
-                    .map_or(until_deadline, |due| due.min(until_deadline));
-                if self.brokers.several() {
-                    wait = wait.min(FAILOVER_AFTER.saturating_sub(waited));
-                }
-                wait
-            })
-            .min()
-            .map_or(-1, millis_ceil);
-        let mut items = Vec::with_capacity(self.pending.len() + 1);
-        // Which pending request each poll item belongs to (the doorbell to none).
-        let mut owners = Vec::with_capacity(self.pending.len() + 1);
+        let mut wait = self
+            .deadlines
+            .peek()
+            .map(|Reverse((deadline, _))| deadline.saturating_duration_since(now));
+        let mut items = Vec::with_capacity(1 + 2 * self.links.len());
         items.push(self.doorbell.as_poll_item());
-        owners.push(None);
-        for (index, pending) in self.pending.iter().enumerate() {
-            items.push(pending.connection.wake_item());
-            owners.push(Some(index));
-            if let Some(probe) = pending.probing.wake_item() {
+        for link in self.links.iter().flatten() {
+            items.push(link.connection.wake_item());
+            if let Some(probe) = link.probing.wake_item() {
                 items.push(probe);
-                owners.push(Some(index));
+            }
+            if let Some(since) = link.waiting_since {
+                let waited = now.saturating_duration_since(since);
+                let mut due = link.probing.due_in(waited);
+                if self.brokers.several() {
+                    let failover = FAILOVER_AFTER.saturating_sub(waited);
+                    due = Some(due.map_or(failover, |d| d.min(failover)));
+                }
+                if let Some(due) = due {
+                    wait = Some(wait.map_or(due, |w| w.min(due)));
+                }
             }
         }
-        zmq::poll(&mut items, timeout)?;
-        let mut readable = vec![false; self.pending.len() + 1];
-        readable[0] = items[0].is_readable();
-        for (item, owner) in items.iter().zip(&owners).skip(1) {
-            if let Some(index) = owner {
-                readable[index + 1] |= item.is_readable();
+        zmq::poll(&mut items, wait.map_or(-1, millis_ceil))?;
+        Ok(items[0].is_readable())
+    }
+
+    /// The link to broker number `broker`, opened if it is not yet.
+    fn link(&mut self, broker: usize) -> Result<&mut Link, ClientError> {
+        if self.links[broker].is_none() {
+            let link = Link::open(&self.context, &self.brokers, broker, self.curve.as_ref())?;
+            self.links[broker] = Some(link);
+        }
+        Ok(self.links[broker].as_mut().expect("opened above"))
+    }
+
+    /// A tag no request in flight uses.
+    fn fresh_tag(&mut self) -> u32 {
+        loop {
+            self.next_tag = self.next_tag.wrapping_add(1);
+            if !self.requests.contains_key(&self.next_tag) {
+                return self.next_tag;
             }
         }
-        Ok(readable)
     }
 
-    /// A pooled connection to the current broker (ZeroMQ reconnects it by itself if it dropped
-    /// while idle) or a new one. Pooled connections to other brokers are closed.
-    fn checkout(&mut self) -> Result<Connection, ClientError> {
-        let current = self.brokers.current();
-        self.idle.retain(|c| c.broker == current);
-        match self.idle.pop() {
-            Some(connection) => Ok(connection),
-            None => self.open(current),
-        }
-    }
-
-    /// A new connection to broker number `broker`.
-    fn open(&self, broker: usize) -> Result<Connection, ClientError> {
-        Connection::open(&self.context, &self.brokers, broker, self.curve.as_ref())
-    }
-
-    /// Takes on a new request; it is sent by its first [`step`](Self::step), once its
-    /// connection is up.
+    /// Takes on a new request for the current broker; it is sent when that link is next served.
     fn start(
         &mut self,
         service: String,
@@ -474,102 +422,229 @@ impl IoThread {
         options: Options,
         replies: UnboundedSender<Result<Reply, ClientError>>,
     ) {
-        match self.checkout() {
-            Ok(connection) => self.pending.push(Pending {
-                connection,
-                sent: false,
-                service,
-                body,
-                options,
-                attempts: Attempts::new(&options.retry),
-                started: Instant::now(),
-                deadline: Instant::now() + options.retry.attempt_timeout(),
-                probing: Probing::default(),
-                replies,
-            }),
+        let pending = Pending {
+            broker: self.brokers.current(),
+            service,
+            body,
+            options,
+            attempts: Attempts::new(&options.retry),
+            deadline: Instant::now() + options.retry.attempt_timeout(),
+            replies,
+        };
+        self.enqueue(pending);
+    }
+
+    /// Files `pending` under a fresh tag in its broker's queue of unsent requests.
+    fn enqueue(&mut self, pending: Pending) {
+        let tag = self.fresh_tag();
+        let broker = pending.broker;
+        let deadline = pending.deadline;
+        match self.link(broker) {
+            Ok(link) => link.unsent.push_back(tag),
             Err(e) => {
-                let _ = replies.send(Err(e));
+                let _ = pending.replies.send(Err(e));
+                return;
+            }
+        }
+        self.deadlines.push(Reverse((deadline, tag)));
+        self.requests.insert(tag, pending);
+        self.requeued = true;
+    }
+
+    /// Reads the link's replies, sends its waiting requests while the connection is up, and
+    /// fails over the requests it lost if the connection dropped.
+    fn serve(&mut self, broker: usize) {
+        let Some(link) = self.links[broker].as_mut() else {
+            return;
+        };
+        loop {
+            // Re-read after every socket call: the wake item only reports changes made after the
+            // last read (see `connection`).
+            let state = match link.connection.state() {
+                Ok(state) => state,
+                Err(e) => {
+                    warn!(error = %e, "client socket failed");
+                    return;
+                }
+            };
+            // Replies first: one that arrived before the connection dropped still answers.
+            if state.readable {
+                let Ok(frames) = protocol::recv_frames(link.connection.socket(), zmq::DONTWAIT)
+                else {
+                    continue;
+                };
+                let Some((tag, frames)) = protocol::tag::split_reply(frames) else {
+                    continue;
+                };
+                let Some(pending) = self.requests.get_mut(&tag) else {
+                    // A late reply to an attempt that timed out, or to an abandoned request.
+                    continue;
+                };
+                match classify(frames, &pending.service) {
+                    Incoming::Partial(body) => {
+                        pending.attempts.replied();
+                        pending.deadline = Instant::now() + pending.options.retry.attempt_timeout();
+                        self.deadlines.push(Reverse((pending.deadline, tag)));
+                        if pending.replies.send(Ok(Reply::Partial(body))).is_err() {
+                            self.requests.remove(&tag);
+                            link.sent.retain(|&t| t != tag);
+                        }
+                    }
+                    Incoming::Final(result) => {
+                        let _ = pending.replies.send(result.map(Reply::Final));
+                        self.requests.remove(&tag);
+                        // Replies mostly come in the order requests went out.
+                        if let Some(at) = link.sent.iter().position(|&t| t == tag) {
+                            link.sent.swap_remove(at);
+                        }
+                    }
+                    Incoming::Stale => {}
+                }
+            } else if state.connected && !link.unsent.is_empty() {
+                link.waiting_since = None;
+                link.probing = Probing::default();
+                let tag = link.unsent.pop_front().expect("not empty");
+                let Some(pending) = self.requests.get_mut(&tag) else {
+                    continue;
+                };
+                if pending.replies.is_closed() {
+                    self.requests.remove(&tag);
+                    continue;
+                }
+                let body = pending.attempts.body_to_send(&mut pending.body);
+                match send_request(
+                    link.connection.socket(),
+                    Some(tag),
+                    pending.options.dialect,
+                    &pending.service,
+                    body,
+                ) {
+                    // EAGAIN: the connection dropped just now and the attempt's body is gone with
+                    // it; the next look finds the connection down and the attempt lost.
+                    Ok(()) | Err(ClientError::Zmq(zmq::Error::EAGAIN)) => link.sent.push(tag),
+                    Err(e) => {
+                        let _ = pending.replies.send(Err(e));
+                        self.requests.remove(&tag);
+                    }
+                }
+            } else if !state.connected && !link.sent.is_empty() {
+                let lost = std::mem::take(&mut link.sent);
+                for tag in lost {
+                    self.fail_attempt(tag, Failure::Lost);
+                }
+                return;
+            } else {
+                if !state.connected && !link.unsent.is_empty() {
+                    link.waiting_since.get_or_insert_with(Instant::now);
+                }
+                return;
             }
         }
     }
 
-    /// Advances one pending request: when `woken` (its connection may have changed), looks at
-    /// it; then starts its next attempt after a dropped connection or a timeout, or fails it.
-    fn step(&mut self, index: usize, woken: bool) -> Step {
-        let fresh = |broker: usize| {
-            Connection::open(&self.context, &self.brokers, broker, self.curve.as_ref())
+    /// For a link whose requests wait for its connection: probes why it does not come up, and
+    /// with several brokers moves them on, unsent, after [`FAILOVER_AFTER`].
+    fn wait_for(&mut self, broker: usize) {
+        let Some(link) = self.links[broker].as_mut() else {
+            return;
         };
-        let pending = &mut self.pending[index];
-        if pending.replies.is_closed() {
-            return Step::Discard;
-        }
-        let looked = if woken {
-            pending.look()
-        } else {
-            Looked::Waiting
+        let Some(since) = link.waiting_since else {
+            return;
         };
-        if matches!(looked, Looked::Waiting) && !pending.sent {
-            // Still no connection: a broker refusing the handshake must not look like a timeout.
-            let broker = pending.connection.broker;
-            let endpoint = self.brokers.endpoint(broker);
-            let waited = pending.started.elapsed();
-            if let Err(e) =
-                pending
-                    .probing
-                    .start_if_due(waited, &self.context, endpoint, self.curve.as_ref())
+        let endpoint = self.brokers.endpoint(broker);
+        let waited = since.elapsed();
+        let refused =
+            match link
+                .probing
+                .start_if_due(waited, &self.context, endpoint, self.curve.as_ref())
             {
-                let _ = pending.replies.send(Err(e));
-                return Step::Discard;
+                Err(e) => Some(e),
+                Ok(()) => match link.probing.verdict(endpoint) {
+                    Verdict::Refused(error) => Some(error),
+                    Verdict::Wait => None,
+                },
+            };
+        if let Some(error) = refused {
+            // A broker refusing the handshake must not look like a timeout: every request
+            // waiting on it gets the error (each its own copy).
+            let waiting = std::mem::take(&mut link.unsent);
+            link.waiting_since = None;
+            for tag in waiting {
+                if let Some(pending) = self.requests.remove(&tag) {
+                    let _ = pending.replies.send(Err(same_error(&error)));
+                }
             }
-            if let Verdict::Refused(error) = pending.probing.verdict(endpoint) {
-                let _ = pending.replies.send(Err(error));
-                return Step::Discard;
-            }
+            return;
+        }
+        if self.brokers.several() && waited >= FAILOVER_AFTER {
             // Nothing sent yet and the broker does not connect: wait on the next one instead,
-            // within the same deadline (`brokers.rs`).
-            if self.brokers.several() && waited >= FAILOVER_AFTER {
-                let next = self.brokers.failed(broker);
-                return match fresh(next) {
-                    Ok(connection) => {
-                        pending.connection = connection;
-                        pending.started = Instant::now();
-                        pending.probing = Probing::default();
-                        Step::Retry
-                    }
-                    Err(e) => {
-                        let _ = pending.replies.send(Err(e));
-                        Step::Discard
-                    }
-                };
+            // within the same deadlines (`brokers.rs`).
+            let waiting = std::mem::take(&mut link.unsent);
+            link.waiting_since = None;
+            link.probing = Probing::default();
+            let next = self.brokers.failed(broker);
+            for tag in waiting {
+                if let Some(mut pending) = self.requests.remove(&tag) {
+                    pending.broker = next;
+                    self.enqueue(pending);
+                }
             }
         }
-        let failure = match looked {
-            Looked::Done(step) => return step,
-            Looked::Lost => ClientError::BrokerDisconnected,
-            Looked::Waiting if Instant::now() >= pending.deadline => ClientError::Timeout,
-            Looked::Waiting => return Step::Keep,
+    }
+
+    /// Fails or retries every request whose deadline has passed by `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, tag))) = self.deadlines.peek() {
+            if deadline > now {
+                return;
+            }
+            self.deadlines.pop();
+            let current = self
+                .requests
+                .get(&tag)
+                .is_some_and(|p| p.deadline == deadline);
+            if current {
+                if let Some(link) = self.links[self.requests[&tag].broker].as_mut() {
+                    link.unsent.retain(|&t| t != tag);
+                    link.sent.retain(|&t| t != tag);
+                }
+                self.fail_attempt(tag, Failure::TimedOut);
+            }
+        }
+    }
+
+    /// Ends the current attempt of the request under `tag` (already out of its link's lists):
+    /// starts the next one, to the next broker if there are several, while attempts remain, or
+    /// fails the request.
+    fn fail_attempt(&mut self, tag: u32, failure: Failure) {
+        let Some(mut pending) = self.requests.remove(&tag) else {
+            return;
         };
-        if let Err(error) = pending.attempts.retry_after(failure) {
+        if pending.replies.is_closed() {
+            return;
+        }
+        let error = match failure {
+            Failure::Lost => ClientError::BrokerDisconnected,
+            Failure::TimedOut => ClientError::Timeout,
+        };
+        if let Err(error) = pending.attempts.retry_after(error) {
             let _ = pending.replies.send(Err(error));
-            return Step::Discard;
+            return;
         }
-        // The next attempt on a brand-new connection, to the next broker if there are several (a
-        // pooled one that has not yet noticed the same broker's death would lose it at once);
-        // the old one, and any late reply on it, is closed.
-        let next = self.brokers.failed(pending.connection.broker);
-        match fresh(next) {
-            Ok(connection) => {
-                pending.connection = connection;
-                pending.sent = false;
-                pending.started = Instant::now();
-                pending.deadline = pending.started + pending.options.retry.attempt_timeout();
-                pending.probing = Probing::default();
-                Step::Retry
-            }
-            Err(e) => {
-                let _ = pending.replies.send(Err(e));
-                Step::Discard
-            }
-        }
+        pending.broker = self.brokers.failed(pending.broker);
+        pending.deadline = Instant::now() + pending.options.retry.attempt_timeout();
+        // A fresh tag: a late reply to the failed attempt must not answer this one.
+        self.enqueue(pending);
+    }
+}
+
+/// A copy of a refused handshake's error, for each request that waited on it.
+fn same_error(error: &ClientError) -> ClientError {
+    match error {
+        ClientError::Authentication { endpoint, reason } => ClientError::Authentication {
+            endpoint: endpoint.clone(),
+            reason: *reason,
+        },
+        other => ClientError::Protocol(other.to_string()),
     }
 }

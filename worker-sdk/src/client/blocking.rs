@@ -257,7 +257,7 @@ impl ReplyStream {
         }
         let body = self.attempts.body_to_send(&mut self.body);
         let dialect = self.client.options.dialect;
-        match send_request(connection.socket(), dialect, &self.service, body) {
+        match send_request(connection.socket(), None, dialect, &self.service, body) {
             Ok(()) => {
                 self.sent = true;
                 Ok(())

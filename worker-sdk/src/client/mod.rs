@@ -12,11 +12,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! **Sockets.** MDP carries no request ids, so every in-flight request has a DEALER socket to
-//! itself, taken from a pool and returned only after its FINAL arrived. A socket whose request
-//! timed out, lost its connection or was abandoned is closed, never reused, so a late reply cannot
-//! reach another request. A reply whose service frame is not the requested service is dropped as
-//! stale.
+//! **Sockets.** MDP carries no request ids. The blocking [`Client`] therefore gives every
+//! in-flight request a DEALER socket to itself, taken from a pool and returned only after its
+//! FINAL arrived; a socket whose request timed out, lost its connection or was abandoned is
+//! closed, never reused, so a late reply cannot reach another request. The [`AsyncClient`] keeps
+//! one socket per broker for all its requests and tags each attempt with a fresh request tag
+//! (plantd's extension, [`protocol::tag`](crate::protocol::tag)), so a late reply to a failed
+//! attempt matches nothing; it needs a plantd broker. A reply whose service frame is not the
+//! requested service is dropped as stale.
 //!
 //! **Broker disconnects.** Each socket tells when its connection to the broker is up and when it
 //! drops (`ZMQ_IMMEDIATE` and `ZMQ_EVENTS`, at no extra cost; see `connection.rs` for how and why
@@ -35,8 +38,9 @@
 //! **Timeouts and retries** ([`RetryPolicy`], the zguide's Lazy Pirate). The timeout bounds each
 //! attempt: the wait for each reply message (for a plain request that is the whole attempt,
 //! unless the worker streams PARTIALs). An attempt that times out or loses its connection before
-//! any reply is abandoned (its socket closed) and, while attempts remain, the request is sent
-//! again on a brand-new socket, which ZeroMQ connects as soon as the broker is reachable; the last
+//! any reply is abandoned (its socket closed, or its tag forgotten) and, while attempts remain, the
+//! request is sent again on a brand-new socket (or under a new tag), as soon as the broker is
+//! reachable; the last
 //! attempt's failure is the error. So a plain request fails within `attempts × timeout` at worst
 //! ([`RetryPolicy::worst_case`]). The default is one attempt, because a resend may run a
 //! non-idempotent request twice; opt in with `with_retries` or `with_retry_policy` for
@@ -198,14 +202,19 @@ pub(crate) fn check_service(service: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Sends a REQUEST for `service` on `socket`, without blocking.
+/// Sends a REQUEST for `service` on `socket`, without blocking, tagged with `tag` if given
+/// (`protocol::tag`).
 pub(crate) fn send_request(
     socket: &zmq::Socket,
+    tag: Option<u32>,
     dialect: Dialect,
     service: &str,
     body: Frames,
 ) -> Result<(), ClientError> {
-    let mut frames = Vec::with_capacity(body.len() + 4);
+    let mut frames = Vec::with_capacity(body.len() + 6);
+    if let Some(tag) = tag {
+        crate::protocol::tag::push_tag(&mut frames, tag);
+    }
     let command = ClientCommand::Request {
         service: Frame::from(service.as_bytes()),
         body: body.into_iter().map(Frame::from).collect(),

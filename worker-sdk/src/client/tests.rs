@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::protocol::{self, decode_routed, frames_of};
+use crate::protocol::{self, frames_of};
 use crate::testing::free_endpoint;
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -28,8 +28,8 @@ impl Peer {
         }
     }
 
-    /// The next client REQUEST: (routing id, dialect, service, body).
-    fn expect_request(&self) -> (Vec<u8>, Dialect, Vec<u8>, Frames) {
+    /// The next client REQUEST: (where it came from, dialect, service, body).
+    fn expect_request(&self) -> (Address, Dialect, Vec<u8>, Frames) {
         assert!(
             self.socket
                 .poll(zmq::POLLIN, DEADLINE.as_millis() as i64)
@@ -37,10 +37,15 @@ impl Peer {
                 > 0,
             "no request within {DEADLINE:?}"
         );
-        let frames = protocol::recv_frames(&self.socket, 0).unwrap();
-        match decode_routed(frames) {
-            Ok((id, dialect, Message::Client(ClientCommand::Request { service, body }))) => (
-                id.to_vec(),
+        let mut frames = protocol::recv_frames(&self.socket, 0).unwrap();
+        let id = frames.remove(0).to_vec();
+        let tag = match protocol::tag::tagging(&frames) {
+            protocol::tag::Tagging::Tagged => Some(frames.remove(0).to_vec()),
+            _ => None,
+        };
+        match decode(Direction::ToBroker, frames) {
+            Ok((dialect, Message::Client(ClientCommand::Request { service, body }))) => (
+                Address { id, tag },
                 dialect,
                 service.to_vec(),
                 protocol::to_vecs(&body),
@@ -49,8 +54,15 @@ impl Peer {
         }
     }
 
-    fn reply(&self, id: &[u8], dialect: Dialect, command: ClientCommand) {
-        let mut frames = vec![Frame::from(id)];
+    /// Sends `command` back to `to` as a broker would: behind the request's tag, if it had one.
+    fn reply(&self, to: &Address, dialect: Dialect, command: ClientCommand) {
+        let mut frames = vec![Frame::from(&to.id[..])];
+        if let Some(tag) = &to.tag {
+            frames.push(Frame::from(&tag[..]));
+            if dialect != Dialect::V01 {
+                frames.push(Frame::new());
+            }
+        }
         encode(
             dialect,
             Direction::FromBroker,
@@ -61,9 +73,9 @@ impl Peer {
         protocol::send_frames(&self.socket, frames, 0).unwrap();
     }
 
-    fn final_reply(&self, id: &[u8], service: &str, body: &[&[u8]]) {
+    fn final_reply(&self, to: &Address, service: &str, body: &[&[u8]]) {
         self.reply(
-            id,
+            to,
             Dialect::V02,
             ClientCommand::Final {
                 service: Frame::from(service),
@@ -71,6 +83,14 @@ impl Peer {
             },
         );
     }
+}
+
+/// Where a request came from: the client socket's routing id and, from the async client, its
+/// request tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Address {
+    id: Vec<u8>,
+    tag: Option<Vec<u8>>,
 }
 
 fn frames(parts: &[&[u8]]) -> Frames {
@@ -186,7 +206,7 @@ fn timeout_resends_on_new_sockets_then_gives_up() {
         .with_retries(2);
     let started = Instant::now();
     let requester = std::thread::spawn(move || client.request("svc", frames(&[b"again"])));
-    let ids: Vec<Vec<u8>> = (0..3)
+    let ids: Vec<Address> = (0..3)
         .map(|_| {
             let (id, _, _, body) = peer.expect_request();
             assert_eq!(body, frames(&[b"again"]));
@@ -405,4 +425,90 @@ fn a_request_lost_with_its_broker_is_resent_to_the_next_one() {
     assert_eq!(body, frames(&[b"x"]));
     next.final_reply(&id, "svc", &[b"from the second"]);
     assert_eq!(result().unwrap(), frames(&[b"from the second"]));
+}
+
+#[test]
+fn async_requests_share_one_socket_and_tags_keep_their_replies_apart() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = AsyncClient::connect(&endpoint).unwrap();
+    // More than libzmq's 1023 sockets per context: one socket per request could not do this.
+    const IN_FLIGHT: u32 = 2_000;
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let client = client.clone();
+            runtime
+                .spawn(async move { client.request("svc", vec![i.to_be_bytes().to_vec()]).await })
+        })
+        .collect();
+    let mut requests: Vec<_> = (0..IN_FLIGHT).map(|_| peer.expect_request()).collect();
+    let first = requests[0].0.clone();
+    assert!(
+        requests.iter().all(|(from, ..)| from.id == first.id),
+        "every request on the one socket"
+    );
+    let mut tags: Vec<_> = requests.iter().map(|(from, ..)| from.tag.clone()).collect();
+    tags.sort();
+    tags.dedup();
+    assert_eq!(
+        tags.len(),
+        IN_FLIGHT as usize,
+        "one tag per request in flight"
+    );
+    requests.reverse();
+    for (from, _, _, body) in &requests {
+        peer.final_reply(from, "svc", &[&body[0], b"ok"]);
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let reply = runtime.block_on(task).unwrap().unwrap();
+        assert_eq!(
+            reply,
+            vec![(i as u32).to_be_bytes().to_vec(), b"ok".to_vec()]
+        );
+    }
+}
+
+#[test]
+fn a_late_reply_to_a_timed_out_attempt_does_not_answer_the_resend() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = AsyncClient::connect(&endpoint)
+        .unwrap()
+        .with_retry_policy(RetryPolicy::new(2, Duration::from_millis(300)));
+    let task = runtime.spawn(async move { client.request("svc", frames(&[b"x"])).await });
+    let (first, ..) = peer.expect_request();
+    let (second, ..) = peer.expect_request();
+    assert_eq!(first.id, second.id, "resent on the same socket");
+    assert_ne!(first.tag, second.tag, "under a new tag");
+    peer.final_reply(&first, "svc", &[b"late"]);
+    peer.final_reply(&second, "svc", &[b"fresh"]);
+    let reply = runtime.block_on(task).unwrap();
+    assert_eq!(reply.unwrap(), frames(&[b"fresh"]));
+}
+
+#[test]
+fn untagged_or_malformed_replies_to_the_async_client_are_dropped() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = AsyncClient::connect(&endpoint).unwrap();
+    let task = runtime.spawn(async move { client.request("svc", vec![]).await });
+    let (from, ..) = peer.expect_request();
+    let untagged = Address {
+        id: from.id.clone(),
+        tag: None,
+    };
+    peer.final_reply(&untagged, "svc", &[b"untagged"]);
+    let unknown = Address {
+        id: from.id.clone(),
+        tag: Some(b"\xff\xff\xff\xff".to_vec()),
+    };
+    peer.final_reply(&unknown, "svc", &[b"unknown tag"]);
+    peer.final_reply(&from, "svc", &[b"right"]);
+    assert_eq!(
+        runtime.block_on(task).unwrap().unwrap(),
+        frames(&[b"right"])
+    );
 }

@@ -18,6 +18,7 @@
 pub mod bus;
 pub mod credit;
 pub mod error_reply;
+pub mod tag;
 
 pub use error_reply::{ErrorCode, ErrorReply};
 
