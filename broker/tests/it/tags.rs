@@ -151,8 +151,7 @@ fn a_req_client_behind_a_router_dealer_device_is_answered_through_it() {
     let backend = device.socket(zmq::DEALER).unwrap();
     backend.connect(&broker.endpoint).unwrap();
     std::thread::spawn(move || {
-        let (mut frontend, mut backend) = (frontend, backend);
-        let _ = zmq::proxy(&mut frontend, &mut backend);
+        let _ = zmq::proxy(&frontend, &backend);
     });
     // The device runs until the process ends: its context must outlive the test.
     std::mem::forget(device);
