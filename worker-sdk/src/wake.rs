@@ -3,19 +3,24 @@
 //! A zmq socket belongs to one thread, so threads that own sockets (worker sessions, the async
 //! client's I/O thread) take work from plain channels and use an inproc PAIR pair as a doorbell:
 //! producers push onto the channel, then ring the bell; the owner polls its sockets *and* the bell.
+//! A bell that has rung and not been answered yet is not rung again: under load, producers push
+//! many messages per wake-up, and each ring is a libzmq send (and often an eventfd write).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The polling side: owned by the thread that sleeps in `zmq::poll`.
 pub struct Doorbell {
     socket: zmq::Socket,
+    rung: Arc<AtomicBool>,
 }
 
 /// The ringing side: cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Waker {
     socket: Arc<Mutex<zmq::Socket>>,
+    /// Set by the first ring after the owner's last [`Doorbell::drain`].
+    rung: Arc<AtomicBool>,
 }
 
 impl Doorbell {
@@ -33,10 +38,15 @@ impl Doorbell {
         let sender = context.socket(zmq::PAIR)?;
         sender.set_linger(0)?;
         sender.connect(&endpoint)?;
+        let rung = Arc::new(AtomicBool::new(false));
         Ok((
-            Doorbell { socket: receiver },
+            Doorbell {
+                socket: receiver,
+                rung: Arc::clone(&rung),
+            },
             Waker {
                 socket: Arc::new(Mutex::new(sender)),
+                rung,
             },
         ))
     }
@@ -46,8 +56,10 @@ impl Doorbell {
         self.socket.as_poll_item(zmq::POLLIN)
     }
 
-    /// Consumes every pending ring, so the next poll sleeps until a new one.
+    /// Consumes every pending ring, so the next poll sleeps until a new one. Call it before
+    /// taking work off the channel: a message pushed after that point rings again.
     pub fn drain(&self) {
+        self.rung.store(false, Ordering::SeqCst);
         let mut msg = zmq::Message::new();
         while self.socket.recv(&mut msg, zmq::DONTWAIT).is_ok() {}
     }
@@ -64,6 +76,10 @@ impl Waker {
     /// Rings the bell. Never blocks: if the pipe is full, the owner has unread rings and will wake
     /// anyway.
     pub fn wake(&self) {
+        // Rung since the owner last drained: the owner will wake and look at the channel anyway.
+        if self.rung.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
         let _ = socket.send(zmq::Message::new(), zmq::DONTWAIT);
     }

@@ -281,11 +281,8 @@ impl Link {
         broker: usize,
         curve: Option<&ClientCurve>,
     ) -> Result<Link, ClientError> {
-        let connection = Connection::open(context, brokers, broker, curve)?;
-        // Every request in flight shares this socket: the caller bounds how many there are, and
-        // `POLLOUT` must keep meaning "connected", never "queue full" (`connection.rs`).
-        connection.socket().set_sndhwm(0)?;
-        connection.socket().set_rcvhwm(0)?;
+        // Every request in flight shares this socket.
+        let connection = Connection::open_with(context, brokers, broker, curve, true)?;
         Ok(Link {
             connection,
             unsent: VecDeque::new(),

@@ -64,9 +64,26 @@ impl Connection {
         broker: usize,
         curve: Option<&ClientCurve>,
     ) -> Result<Connection, ClientError> {
+        Connection::open_with(context, brokers, broker, curve, false)
+    }
+
+    /// Like [`open`](Self::open); with `unbounded`, the socket's queues have no high-water mark,
+    /// for a connection that carries many requests at once: `POLLOUT` must keep meaning
+    /// "connected", never "queue full" (the callers bound how many requests are in flight).
+    pub(crate) fn open_with(
+        context: &zmq::Context,
+        brokers: &Brokers,
+        broker: usize,
+        curve: Option<&ClientCurve>,
+        unbounded: bool,
+    ) -> Result<Connection, ClientError> {
         let socket = context.socket(zmq::DEALER)?;
-        // Before connecting: it decides how libzmq sets up the connection's pipe.
+        // Before connecting: they decide how libzmq sets up the connection's pipe.
         socket.set_immediate(true)?;
+        if unbounded {
+            socket.set_sndhwm(0)?;
+            socket.set_rcvhwm(0)?;
+        }
         connect_socket(&socket, brokers.endpoint(broker), curve)?;
         let fd = socket.get_fd()?;
         Ok(Connection { socket, broker, fd })
