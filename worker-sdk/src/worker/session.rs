@@ -27,6 +27,7 @@
 //! shows it in the connection check, and retries on a new socket after the backoff, in case the
 //! allow list is fixed meanwhile.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -115,12 +116,6 @@ enum End {
     Closed,
     /// The broker refused the security handshake: back off, then try a new socket.
     Refused,
-}
-
-/// A request being handled.
-struct InFlight {
-    request: u64,
-    client: Frame,
 }
 
 /// Everything one session thread owns.
@@ -226,8 +221,9 @@ impl Session {
         let mut registered = false;
         // Whether the broker has sent anything on this connection.
         let mut heard = false;
-        // Requests being handled, at most `credit` (plantd's credit extension; 1 is plain MDP).
-        let mut in_flight: Vec<InFlight> = Vec::with_capacity(settings.credit as usize);
+        // The client address of each request being handled, by request number: at most `credit`
+        // (plantd's credit extension; 1 is plain MDP), so hundreds with a pipelining broker.
+        let mut in_flight: HashMap<u64, Frame> = HashMap::with_capacity(settings.credit as usize);
         let mut heartbeat_at = Instant::now() + settings.heartbeat;
         let mut broker_expiry = Instant::now() + patience;
 
@@ -332,10 +328,7 @@ impl Session {
                                 &client[..],
                                 protocol::to_vecs(&body),
                             );
-                            in_flight.push(InFlight {
-                                request: *next_request,
-                                client,
-                            });
+                            in_flight.insert(*next_request, client);
                         }
                         Ok((_, Message::Worker(WorkerCommand::Heartbeat))) => {}
                         Ok((_, Message::Worker(WorkerCommand::Disconnect))) => {
@@ -360,15 +353,17 @@ impl Session {
                 };
                 // Outcomes of requests from an earlier connection are stale: the broker has
                 // re-dispatched those requests already.
-                let Some(index) = in_flight.iter().position(|f| f.request == request) else {
-                    continue;
-                };
                 let body = body.into_iter().map(Frame::from).collect();
                 let command = if last {
-                    let client = in_flight.swap_remove(index).client;
+                    let Some(client) = in_flight.remove(&request) else {
+                        continue;
+                    };
                     WorkerCommand::Final { client, body }
                 } else {
-                    let client = Frame::from(&in_flight[index].client[..]);
+                    let Some(client) = in_flight.get(&request) else {
+                        continue;
+                    };
+                    let client = Frame::from(&client[..]);
                     WorkerCommand::Partial { client, body }
                 };
                 self.send(&broker.socket, command);
