@@ -1,6 +1,7 @@
 //! `plant bench broker --sdk-client blocking|async`: the bench's echo load sent through the SDK's
 //! own clients instead of raw DEALER sockets, so the run includes what the client costs (a socket
-//! per request from a pool, reply matching, timeouts, retries, connection monitoring).
+//! per request from a pool for the blocking client, request tags on one socket for the async one,
+//! reply matching, timeouts, retries, connection monitoring).
 //!
 //! - `blocking`: one [`Client`] per bench client, shared by `--window` threads that each make one
 //!   request at a time.
