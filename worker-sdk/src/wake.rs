@@ -59,9 +59,13 @@ impl Doorbell {
     /// Consumes every pending ring, so the next poll sleeps until a new one. Call it before
     /// taking work off the channel: a message pushed after that point rings again.
     pub fn drain(&self) {
-        self.rung.store(false, Ordering::SeqCst);
         let mut msg = zmq::Message::new();
         while self.socket.recv(&mut msg, zmq::DONTWAIT).is_ok() {}
+        // Only now: a ring whose message was just consumed must not keep the next one silent.
+        // (A ring after the last receive but before this store skipped its send; its work was
+        // pushed before it rang, and this swap reads that ring, so the caller's next look at the
+        // channel finds the work.)
+        self.rung.swap(false, Ordering::SeqCst);
     }
 
     /// Sleeps until the bell rings or `timeout` passes.
@@ -89,4 +93,50 @@ impl Waker {
 pub fn millis_ceil(d: std::time::Duration) -> i64 {
     let ms = d.as_micros().div_ceil(1000);
     i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Producers on several threads push work and ring; the owner drains the bell, then takes
+    /// the work, and only sleeps in `poll`. A lost wake-up leaves work on the channel while the
+    /// owner sleeps: the poll's long timeout then fires, which fails the test.
+    #[test]
+    fn no_ring_is_lost_however_rings_and_drains_interleave() {
+        const PRODUCERS: u64 = 4;
+        const ITEMS: u64 = 20_000;
+        let context = zmq::Context::new();
+        let (doorbell, waker) = Doorbell::new(&context).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|_| {
+                let (tx, waker) = (tx.clone(), waker.clone());
+                std::thread::spawn(move || {
+                    for i in 0..ITEMS {
+                        tx.send(i).unwrap();
+                        waker.wake();
+                        if i % 64 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut received = 0;
+        while received < PRODUCERS * ITEMS {
+            let mut items = [doorbell.as_poll_item()];
+            let woken = zmq::poll(&mut items, 10_000).unwrap();
+            assert!(
+                woken > 0 || rx.try_recv().is_err(),
+                "work waited on the channel while the bell stayed silent ({received} taken)"
+            );
+            doorbell.drain();
+            received += rx.try_iter().count() as u64;
+        }
+        for producer in producers {
+            producer.join().unwrap();
+        }
+    }
 }
