@@ -61,13 +61,11 @@ impl Live {
     }
 }
 
-/// A service with its workers.
+/// A service (with the broker's per-service `requests` and `errors`) and its workers.
 #[derive(Serialize)]
 struct ServiceView {
     #[serde(flatten)]
     info: ServiceInfo,
-    /// Requests its current workers have taken (mmi.workers).
-    requests: u64,
     workers_list: Vec<WorkerInfo>,
 }
 
@@ -172,11 +170,7 @@ async fn poll_broker(
     let views = services
         .into_iter()
         .zip(lists)
-        .map(|(info, workers_list)| ServiceView {
-            requests: workers_list.iter().map(|w| w.requests).sum(),
-            info,
-            workers_list,
-        })
+        .map(|(info, workers_list)| ServiceView { info, workers_list })
         .collect();
     Ok((broker, views))
 }
