@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plantd_worker_sdk::protocol::{
-    self, tag, ClientCommand, Dialect, Direction, ErrorCode, Frame, Message, WorkerCommand,
+    self, error_reply::ERROR_MARKER, tag, ClientCommand, Dialect, Direction, ErrorCode, Frame,
+    Message, WorkerCommand,
 };
 use tracing::{debug, info};
 
@@ -308,6 +309,14 @@ impl Broker {
                         self.clients.request_limit()
                     ),
                 };
+                // Counted for the service if the broker knows it (an error path: the lookup
+                // costs the hot path nothing).
+                if let Some(svc) = self.service_ids.get(&service[..]).copied() {
+                    if let Some(svc) = self.services.get(svc) {
+                        svc.metrics().requests.inc();
+                        svc.metrics().errors.inc();
+                    }
+                }
                 self.wire
                     .reply_error(client, service, ErrorCode::QueueFull, &message);
                 return;
@@ -343,6 +352,7 @@ impl Broker {
         match svc.push(request) {
             Ok(()) => self.note_deadline(deadline),
             Err((request, full)) => {
+                svc.metrics().errors.inc();
                 let message = match full {
                     Full::Requests => format!(
                         "queue for service {} is full ({} requests waiting)",
@@ -485,6 +495,10 @@ impl Broker {
         if let Some(svc) = self.services.get(service_slot) {
             let took = now.saturating_duration_since(job.dispatched_at);
             svc.metrics().latency.observe(took.as_secs_f64());
+            // A worker's error reply counts as an error of its service (one frame compared).
+            if body.first().is_some_and(|f| f[..] == *ERROR_MARKER) {
+                svc.metrics().errors.inc();
+            }
         }
         self.metrics.replies.inc();
         let request = job.request;
@@ -654,6 +668,9 @@ impl Broker {
                 self.note_deadline(deadline);
             }
             _ => {
+                if let Some(svc) = self.services.get(service_slot) {
+                    svc.metrics().errors.inc();
+                }
                 let message = format!(
                     "request failed after {} attempts: worker lost",
                     request.dispatches
@@ -809,6 +826,7 @@ impl Broker {
         let mut next: Option<Instant> = None;
         for (_, svc) in self.services.iter_mut() {
             while let Some(request) = svc.pop_expired(now) {
+                svc.metrics().errors.inc();
                 let (code, message) = if svc.had_worker() {
                     (
                         ErrorCode::Expired,

@@ -81,6 +81,7 @@ pub struct Metrics {
     removed: [IntCounter; 4],
     errors: [IntCounter; ERROR_CODES.len()],
     service_requests: IntCounterVec,
+    service_errors: IntCounterVec,
     service_workers: IntGaugeVec,
     service_queue_depth: IntGaugeVec,
     service_queue_bytes: IntGaugeVec,
@@ -110,6 +111,10 @@ pub struct ServiceMetrics {
     label: String,
     /// Requests received for this service.
     pub requests: IntCounter,
+    /// Requests for this service answered with an error: by the broker (queue full, expired,
+    /// no worker, re-dispatch given up, client over its limit) or by a worker (a relayed
+    /// `plantd.error` FINAL).
+    pub errors: IntCounter,
     /// Workers registered for this service.
     pub workers: IntGauge,
     /// Requests waiting for a worker of this service.
@@ -197,6 +202,16 @@ impl Metrics {
             &["service"],
         )?;
         registry.register(Box::new(service_requests.clone()))?;
+        let service_errors = IntCounterVec::new(
+            Opts::new(
+                "plantd_broker_service_errors_total",
+                "Requests answered with an error, by service: the broker's own error replies \
+                 (queue full, expired, no worker, re-dispatch given up, client over its limit) \
+                 and workers' error replies it relayed",
+            ),
+            &["service"],
+        )?;
+        registry.register(Box::new(service_errors.clone()))?;
         let service_workers = IntGaugeVec::new(
             Opts::new(
                 "plantd_broker_service_workers",
@@ -353,6 +368,7 @@ impl Metrics {
             removed,
             errors,
             service_requests,
+            service_errors,
             service_workers,
             service_queue_depth,
             service_queue_bytes,
@@ -402,6 +418,7 @@ impl Metrics {
         let labels = [label.as_str()];
         ServiceMetrics {
             requests: self.service_requests.with_label_values(&labels),
+            errors: self.service_errors.with_label_values(&labels),
             workers: self.service_workers.with_label_values(&labels),
             queue_depth: self.service_queue_depth.with_label_values(&labels),
             queue_bytes: self.service_queue_bytes.with_label_values(&labels),
@@ -417,6 +434,7 @@ impl Metrics {
     pub fn forget_service(&self, service: &ServiceMetrics) {
         let labels = [service.label.as_str()];
         let _ = self.service_requests.remove_label_values(&labels);
+        let _ = self.service_errors.remove_label_values(&labels);
         let _ = self.service_workers.remove_label_values(&labels);
         let _ = self.service_queue_depth.remove_label_values(&labels);
         let _ = self.service_queue_bytes.remove_label_values(&labels);
@@ -475,11 +493,13 @@ mod tests {
         m.removed(WorkerRemoval::Unreachable).inc();
         let svc = m.service(b"echo");
         svc.requests.inc();
+        svc.errors.inc();
         svc.add_queued(3, 30);
         let text = render(&m);
         assert!(text.contains("plantd_broker_error_replies_total{code=\"504\"} 1"));
         assert!(text.contains("plantd_broker_workers_removed_total{reason=\"unreachable\"} 1"));
         assert!(text.contains("plantd_broker_service_queue_depth{service=\"echo\"} 3"));
+        assert!(text.contains("plantd_broker_service_errors_total{service=\"echo\"} 1"));
         assert!(text.contains("plantd_broker_queued_requests 3"));
         assert!(text.contains("plantd_broker_service_queue_bytes{service=\"echo\"} 30"));
         assert!(text.contains("plantd_broker_queued_bytes 30"));

@@ -3,7 +3,7 @@
 //! | query | argument | reply body |
 //! |---|---|---|
 //! | `mmi.service` | service name | `["200"]` if it has a registered worker, else `["404"]` |
-//! | `mmi.services` | — | `["200", json]`: `[{"name","workers","idle","queued","queued_bytes"}]` |
+//! | `mmi.services` | — | `["200", json]`: `[{"name","workers","idle","queued","queued_bytes","requests","errors"}]` |
 //! | `mmi.workers` | service name | `["200", json]`: `[{"id","service","dialect","state","credit","in_flight","requests","last_seen_ms_ago"}]`, or `["404"]` |
 //! | `mmi.broker` | — | `["200", json]`: version, uptime, endpoint, counts, counters, buses |
 //! | `mmi.service`/`mmi.workers` without argument | | `["400"]` |
@@ -97,6 +97,8 @@ pub fn answer(query: &[u8], args: &[Frame], view: &View<'_>) -> Vec<Frame> {
                         "idle": s.idle(),
                         "queued": s.queued(),
                         "queued_bytes": s.queued_bytes(),
+                        "requests": s.metrics().requests.get(),
+                        "errors": s.metrics().errors.get(),
                     })
                 })
                 .collect();

@@ -5,6 +5,10 @@
 // snapshots the proxy pushes over SSE (/dashboard/api/live); the other pages call
 // /dashboard/api/{state,logger,audit}/... on the user's behalf and show the services' answers,
 // refusals included.
+//
+// A page holds one SSE stream, never more: a page with a bus tail (metrics, events) asks for it
+// on the same stream (?bus=&prefix=, `bus` events), so that several tabs fit in the browser's
+// six HTTP/1.1 connections per host.
 'use strict';
 
 (function () {
@@ -15,8 +19,12 @@
 
   let session = null;
   let live = null;
+  let liveQuery = null;
   let snapshot = null;
-  let tails = [];
+  // What the current page does with a `bus` event of the live stream (null: nothing).
+  let busHandler = null;
+  // Per service: the last snapshot's time and request count, and the rate between the last two.
+  const serviceRates = new Map();
   let metricsTimer = null;
   let selectedScope = null;
 
@@ -109,14 +117,16 @@
     session = data;
     $('whoami').textContent = data.username;
     $('topbar').hidden = false;
-    startLive();
     if (!PAGES.includes(location.hash.slice(1))) location.hash = '#overview';
     route();
+    // Keyboard users land on the current page's link: Tab goes on through the pages.
+    const current = document.querySelector('#nav a[aria-current="page"]');
+    if (current) current.focus();
   }
 
   function loggedOut(text) {
     session = null;
-    if (live) { live.close(); live = null; }
+    if (live) { live.close(); live = null; liveQuery = null; }
     stopPage();
     snapshot = null;
     $('topbar').hidden = true;
@@ -141,8 +151,7 @@
   }
 
   function stopPage() {
-    for (const source of tails) source.close();
-    tails = [];
+    busHandler = null;
     if (metricsTimer) { clearInterval(metricsTimer); metricsTimer = null; }
   }
 
@@ -156,19 +165,45 @@
     if (page === 'metrics') openMetrics();
     if (page === 'state') loadScopes();
     if (page === 'events') openEvents();
+    // The pages without a bus tail: the snapshots alone.
+    if (page !== 'metrics' && page !== 'events') startLive(null);
   }
 
-  // --- live snapshots ---
-  function startLive() {
+  // --- the live stream: snapshots, and the current page's bus tail ---
+  // Opens the page's one SSE stream: snapshots, plus `feed` ({bus, prefix}) when given. A stream
+  // already following the same feed is kept.
+  function startLive(feed) {
+    const query = feed ? '?bus=' + encodeURIComponent(feed.bus) + '&prefix=' + encodeURIComponent(feed.prefix || '') : '';
+    if (live && liveQuery === query) return;
     if (live) live.close();
-    live = new EventSource('/dashboard/api/live');
+    liveQuery = query;
+    live = new EventSource('/dashboard/api/live' + query);
     live.addEventListener('snapshot', (event) => {
       snapshot = JSON.parse(event.data);
+      noteRates(snapshot);
       render();
+    });
+    live.addEventListener('bus', (event) => {
+      if (busHandler) busHandler(JSON.parse(event.data));
     });
     live.addEventListener('error', () => {
       $('live-status').textContent = 'Reconnecting to the proxy…';
     });
+  }
+
+  // Requests per second of each service between the last two snapshots.
+  function noteRates(snap) {
+    if (!snap.ready || !snap.services) return;
+    for (const s of snap.services) {
+      const before = serviceRates.get(s.name);
+      // A reopened stream starts with the snapshot already seen.
+      if (before && before.time === snap.time_ms) continue;
+      let rate = null;
+      if (before && snap.time_ms > before.time && s.requests >= before.requests) {
+        rate = (s.requests - before.requests) * 1000 / (snap.time_ms - before.time);
+      }
+      serviceRates.set(s.name, { time: snap.time_ms, requests: s.requests, rate });
+    }
   }
 
   function render() {
@@ -216,12 +251,15 @@
     const body = $('services-body');
     body.replaceChildren();
     for (const s of visibleServices()) {
+      const rate = (serviceRates.get(s.name) || {}).rate;
       body.append(el('tr', { 'data-service': s.name },
         el('th', { scope: 'row', text: s.name }),
         el('td', { class: 'num workers', 'data-workers': s.workers, text: s.workers }),
         el('td', { class: 'num', text: s.idle }),
         el('td', { class: 'num queued', text: s.queued }),
-        el('td', { class: 'num', text: fmt(s.requests) })));
+        el('td', { class: 'num requests', 'data-requests': s.requests || 0, text: fmt(s.requests || 0) }),
+        el('td', { class: 'num errors' + (s.errors ? ' error' : ''), 'data-errors': s.errors || 0, text: fmt(s.errors || 0) }),
+        el('td', { class: 'num rate', text: typeof rate === 'number' ? fmt(rate) : '–' })));
     }
     const health = $('health-body');
     health.replaceChildren();
@@ -341,17 +379,15 @@
     }
   }
 
-  // --- bus tails ---
+  // --- bus tails (on the page's live stream) ---
   function tail(bus, prefix, listId, describe) {
-    const source = new EventSource('/api/v1/buses/' + bus + '?prefix=' + encodeURIComponent(prefix || ''));
-    source.addEventListener('message', (event) => {
-      const message = JSON.parse(event.data);
+    busHandler = (message) => {
       const list = $(listId);
       list.prepend(el('li', { 'data-topic': message.topic },
         el('span', { class: 'topic', text: message.topic }), ' ', describe(message.payload)));
       while (list.children.length > TAIL_MAX) list.lastElementChild.remove();
-    });
-    tails.push(source);
+    };
+    startLive({ bus, prefix: prefix || '' });
   }
 
   // --- metrics ---
@@ -554,6 +590,11 @@
     $('scope-create-form').addEventListener('submit', createScope);
     $('scope-delete').addEventListener('click', deleteScope);
     $('audit-form').addEventListener('submit', loadAudit);
+    // The skip link moves focus to the content; following its #main would change the page.
+    $('skip').addEventListener('click', (event) => {
+      event.preventDefault();
+      $('main').focus();
+    });
     window.addEventListener('hashchange', route);
     let data = { authenticated: false };
     try {

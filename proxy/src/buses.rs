@@ -115,7 +115,24 @@ pub async fn tail(
     query: Option<Query<TailQuery>>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.unwrap_or_default();
-    let bus = app.buses.get(&bus)?;
+    let messages = open_tail(&app, &bus, &query.prefix)?;
+    let gauge = app.metrics.sse_streams.with_label_values(&["bus"]);
+    gauge.inc();
+    let stop = app.shutdown.clone();
+    let events = tail_events(messages, stop, StreamGuard(gauge));
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// A subscriber to `bus` under `prefix`, as a stream (the API's tail and the dashboard's live
+/// feed). `404 BUS_NOT_FOUND` for a bus the proxy does not know.
+pub(crate) fn open_tail(
+    app: &AppState,
+    bus: &str,
+    prefix: &str,
+) -> Result<plantd_worker_sdk::bus::SubscriberStream, ApiError> {
+    let bus = app.buses.get(bus)?;
     let unavailable = |e: plantd_worker_sdk::bus::BusError| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -129,15 +146,8 @@ pub async fn tail(
         app.curve.as_ref(),
     )
     .map_err(unavailable)?;
-    subscriber.subscribe(&query.prefix).map_err(unavailable)?;
-    let messages = subscriber.into_stream(TAIL_CHANNEL);
-    let gauge = app.metrics.sse_streams.with_label_values(&["bus"]);
-    gauge.inc();
-    let stop = app.shutdown.clone();
-    let events = tail_events(messages, stop, StreamGuard(gauge));
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    subscriber.subscribe(prefix).map_err(unavailable)?;
+    Ok(subscriber.into_stream(TAIL_CHANNEL))
 }
 
 /// Decrements an open-streams gauge when the stream is dropped.

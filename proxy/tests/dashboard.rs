@@ -1,6 +1,7 @@
 //! The dashboard's HTTP side against a real broker, identity, state, echo and the real proxy:
 //! logins (a refused one sets no cookie), the cookie's attributes, CSRF, unknown sessions,
-//! logout at identity, denials passed on, and the one MMI poller shared by every open page.
+//! logout at identity, denials passed on, the one MMI poller shared by every open page, and a
+//! page's bus tail on its one live stream.
 
 mod common;
 
@@ -475,4 +476,93 @@ fn ten_open_dashboards_cost_the_broker_the_same_mmi_traffic_as_one() {
         ten < one + 2.0,
         "ten pages: {ten} MMI requests per poll, one page: {one}"
     );
+}
+
+#[test]
+fn a_page_gets_its_bus_tail_and_the_snapshots_on_one_stream() {
+    let sys = system(|proxy| proxy.dashboard.poll_ms = 100);
+    let browser = log_in(&sys, "admin", &admin_password(&sys));
+    let live = |query: &str| {
+        reqwest::blocking::Client::builder()
+            .timeout(WAIT_DEADLINE * 3)
+            .build()
+            .unwrap()
+            .get(sys.url(&format!("/dashboard/api/live{query}")))
+            .header("cookie", &browser.cookie)
+            .send()
+            .unwrap()
+    };
+    // An unknown bus is refused before any stream opens.
+    let (status, body) = status_and_json(live("?bus=nope"));
+    assert_eq!((status, code(&body)), (404, "BUS_NOT_FOUND"), "{body}");
+    // And no session, no stream.
+    let (status, body) = status_and_json(
+        sys.http
+            .get(sys.url("/dashboard/api/live?bus=metric"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((status, code(&body)), (401, "SESSION_REQUIRED"), "{body}");
+
+    let response = live("?bus=metric&prefix=org.plantd.metric.dash");
+    assert_eq!(response.status(), 200);
+    let mut stream = SseReader::new(response);
+    let publisher =
+        plantd_worker_sdk::bus::Publisher::connect(&sys.bus("metric").frontend).unwrap();
+    let metric = plantd_worker_sdk::bus::Metric::new("dash", "pressure", 1.5);
+    let other = plantd_worker_sdk::bus::Metric::new("elsewhere", "pressure", 9.0);
+    // Publish until a reading comes (the subscription reaches the broker in the background),
+    // reading the stream on its own thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let (mut snapshots, mut messages) = (0, 0);
+        while let Some(event) = stream.next_event() {
+            match event.event.as_str() {
+                "snapshot" => snapshots += 1,
+                "bus" => {
+                    messages += 1;
+                    let _ = tx.send(event.data);
+                }
+                other => panic!("unexpected event {other}"),
+            }
+            // Snapshots after the first reading too: the two feeds interleave.
+            if messages >= 1 && snapshots >= 2 && event.event == "snapshot" {
+                break;
+            }
+        }
+        (snapshots, messages)
+    });
+    let mut readings = Vec::new();
+    wait_until("a reading on the live stream", || {
+        publisher.publish_metric(&other).unwrap();
+        publisher.publish_metric(&metric).unwrap();
+        readings.extend(rx.recv_timeout(std::time::Duration::from_millis(100)));
+        !readings.is_empty()
+    });
+    // Snapshots keep coming on the same stream; the reader stops after two of them.
+    wait_until("snapshots beside the readings", || {
+        publisher.publish_metric(&metric).unwrap();
+        readings.extend(rx.recv_timeout(std::time::Duration::from_millis(100)));
+        reader.is_finished()
+    });
+    let (snapshots, messages) = reader.join().unwrap();
+    assert!(
+        snapshots >= 2 && messages >= 1,
+        "{snapshots} snapshots, {messages} readings"
+    );
+    for reading in &readings {
+        assert_eq!(
+            reading["topic"],
+            metric.topic(),
+            "only the prefix: {reading}"
+        );
+        assert_eq!(reading["payload"]["value"], 1.5);
+    }
+    let page = sys.http.get(sys.health_url("/metrics")).send().unwrap();
+    let page = page.text().unwrap();
+    let bus_streams = page
+        .lines()
+        .find_map(|l| l.strip_prefix("plantd_proxy_sse_streams{kind=\"bus\"} "))
+        .map_or(0.0, |v| v.trim().parse().unwrap());
+    assert_eq!(bus_streams, 0.0, "the tail is not a stream of its own");
 }

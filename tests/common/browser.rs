@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
+use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, ClientBuilder, Locator};
 use plantd_worker_sdk::testing::{free_port, wait_until, WAIT_DEADLINE};
 use serde_json::{json, Value};
@@ -216,6 +219,62 @@ impl Browser {
                 element.select_by_value(value).await
             })
             .unwrap_or_else(|e| panic!("select {css}: {e}"));
+    }
+
+    /// Presses `key` (with Shift held when `shift`) through WebDriver key actions, as a user
+    /// would: the key goes to whatever has the focus.
+    pub fn press(&self, key: Key, shift: bool) {
+        let key = char::from(key);
+        let shift_key = char::from(Key::Shift);
+        let mut actions = KeyActions::new("keyboard".to_owned());
+        if shift {
+            actions = actions.then(KeyAction::Down { value: shift_key });
+        }
+        actions = actions
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        if shift {
+            actions = actions.then(KeyAction::Up { value: shift_key });
+        }
+        self.runtime
+            .block_on(self.client().perform_actions(actions))
+            .unwrap_or_else(|e| panic!("press {key:?}: {e}"));
+    }
+
+    /// Types `text` into the focused element, key by key.
+    pub fn type_text(&self, text: &str) {
+        let mut actions = KeyActions::new("keyboard".to_owned());
+        for c in text.chars() {
+            actions = actions
+                .then(KeyAction::Down { value: c })
+                .then(KeyAction::Up { value: c });
+        }
+        self.runtime
+            .block_on(self.client().perform_actions(actions))
+            .unwrap_or_else(|e| panic!("type {text:?}: {e}"));
+    }
+
+    /// Opens a new tab and switches to it; returns its handle.
+    pub fn new_tab(&self) -> WindowHandle {
+        self.runtime
+            .block_on(async {
+                let tab = self.client().new_window(true).await?;
+                self.client().switch_to_window(tab.handle.clone()).await?;
+                Ok::<_, fantoccini::error::CmdError>(tab.handle)
+            })
+            .unwrap_or_else(|e| panic!("a new tab: {e}"))
+    }
+
+    /// The handle of the current tab.
+    pub fn current_tab(&self) -> WindowHandle {
+        self.runtime.block_on(self.client().window()).unwrap()
+    }
+
+    /// Switches to the tab `handle`.
+    pub fn switch_to(&self, handle: &WindowHandle) {
+        self.runtime
+            .block_on(self.client().switch_to_window(handle.clone()))
+            .unwrap_or_else(|e| panic!("switch to {handle:?}: {e}"));
     }
 
     /// Resizes the window.

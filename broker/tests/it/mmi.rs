@@ -110,3 +110,89 @@ fn a_worker_registering_an_mmi_name_is_disconnected() {
         3.0
     );
 }
+
+/// `mmi.services` counts each service's requests and the ones answered with an error: a
+/// worker's error reply, a client over its limit (503), a full queue (503), expiry (504) and a
+/// re-dispatch given up (500).
+#[test]
+fn mmi_services_counts_requests_and_errors_per_service() {
+    let broker = TestBroker::start(|c| {
+        c.queue_limit = 2;
+        c.client_queue_limit = 2;
+        c.queue_ttl_ms = 300;
+        c.max_retries = 0;
+    });
+    let ctx = zmq::Context::new();
+    let ep = &broker.endpoint;
+    // The test is the worker, so it decides when (and whether) a request is answered.
+    let worker = Peer::connect(&ctx, ep, Dialect::V02);
+    worker.ready("counted");
+    wait_for_workers(&ctx, ep, "counted", 1);
+    let a = Peer::connect(&ctx, ep, Dialect::V02);
+    let b = Peer::connect(&ctx, ep, Dialect::V02);
+
+    // Five answered requests and one the worker answers with an error.
+    for i in 0..6u8 {
+        a.request("counted", &[&[i]]);
+        let (client, body) = worker.next_request();
+        let reply = match i {
+            5 => vec![b"plantd.error".to_vec(), b"500".to_vec(), b"boom".to_vec()],
+            _ => body,
+        };
+        worker.final_reply(&client, reply);
+        let got = a.final_body("counted");
+        if i == 5 {
+            expect_error(&got, "500");
+        }
+    }
+    // The worker holds one request of A's and one waits: A is at its limit of two.
+    a.request("counted", &[b"held"]);
+    let held = worker.next_request();
+    a.request("counted", &[b"waits"]);
+    a.request("counted", &[b"over"]);
+    let message = expect_error(&a.final_body("counted"), "503");
+    assert!(message.contains("client_queue_limit 2"), "{message}");
+    // B fills the queue (A's and B's) and is refused past it.
+    b.request("counted", &[b"waits too"]);
+    b.request("counted", &[b"no room"]);
+    let message = expect_error(&b.final_body("counted"), "503");
+    assert!(message.contains("full"), "{message}");
+    // The two waiting ones expire.
+    expect_error(&a.final_body("counted"), "504");
+    expect_error(&b.final_body("counted"), "504");
+    worker.heartbeat();
+    worker.final_reply(&held.0, held.1);
+    assert_eq!(a.final_body("counted"), vec![b"held".to_vec()]);
+
+    // A worker lost with its request, and no retries allowed: 500.
+    let loser = Peer::connect(&ctx, ep, Dialect::V02);
+    loser.ready("lost");
+    wait_for_workers(&ctx, ep, "lost", 1);
+    a.request("lost", &[b"x"]);
+    loser.next_request();
+    loser.send(plantd_worker_sdk::protocol::Message::Worker(
+        plantd_worker_sdk::protocol::WorkerCommand::Disconnect,
+    ));
+    let message = expect_error(&a.final_body("lost"), "500");
+    assert!(message.contains("worker lost"), "{message}");
+
+    let services = json(&mmi(&ctx, ep, "mmi.services", &[]));
+    let counts = |name: &str| {
+        let s = services
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["name"] == name))
+            .unwrap_or_else(|| panic!("{name} listed: {services}"));
+        (s["requests"].as_u64(), s["errors"].as_u64())
+    };
+    // 6 + held, waits, over, waits too, no room; errors: the worker's, over, no room, 2 expired.
+    assert_eq!(counts("counted"), (Some(11), Some(5)));
+    assert_eq!(counts("lost"), (Some(1), Some(1)));
+    assert_eq!(
+        broker.metric("plantd_broker_service_errors_total{service=\"counted\"}"),
+        5.0
+    );
+    assert_eq!(
+        broker.metric("plantd_broker_service_requests_total{service=\"counted\"}"),
+        11.0
+    );
+}

@@ -275,6 +275,7 @@ mod tests {
             workers,
             idle: workers,
             queued,
+            ..ServiceInfo::default()
         }
     }
 

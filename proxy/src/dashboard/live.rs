@@ -2,6 +2,10 @@
 //! pages are open, and every open page receives the same snapshot over SSE
 //! (`GET /dashboard/api/live`, event `snapshot`).
 //!
+//! A page holds exactly one SSE stream, so that several dashboard tabs fit in a browser's six
+//! HTTP/1.1 connections per host: a page that also tails a bus asks for it on the same stream
+//! (`?bus=metric&prefix=...`) and gets its messages as `bus` events beside the snapshots.
+//!
 //! Each poll is `mmi.broker`, `mmi.services`, and `mmi.workers` for each service that has
 //! workers, plus the configured `/healthz` URLs. Throughput (requests/s) is the change of the
 //! broker's `requests` counter between successive polls over the time between them; the last
@@ -14,14 +18,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use plantd_worker_sdk::client::{AsyncClient, BrokerInfo, ServiceInfo, WorkerInfo};
 use plantd_worker_sdk::Shutdown;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -61,13 +65,11 @@ impl Live {
     }
 }
 
-/// A service with its workers.
+/// A service (with the broker's per-service `requests` and `errors`) and its workers.
 #[derive(Serialize)]
 struct ServiceView {
     #[serde(flatten)]
     info: ServiceInfo,
-    /// Requests its current workers have taken (mmi.workers).
-    requests: u64,
     workers_list: Vec<WorkerInfo>,
 }
 
@@ -172,11 +174,7 @@ async fn poll_broker(
     let views = services
         .into_iter()
         .zip(lists)
-        .map(|(info, workers_list)| ServiceView {
-            requests: workers_list.iter().map(|w| w.requests).sum(),
-            info,
-            workers_list,
-        })
+        .map(|(info, workers_list)| ServiceView { info, workers_list })
         .collect();
     Ok((broker, views))
 }
@@ -199,49 +197,101 @@ fn snapshot(
     })
 }
 
-/// `GET /dashboard/api/live`: the snapshots as SSE (needs the session).
+/// The query of `GET /dashboard/api/live`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LiveQuery {
+    /// A bus to tail on the same stream (`metric`, `event`, ...); none by default.
+    #[serde(default)]
+    pub bus: Option<String>,
+    /// The topic prefix of that tail (default: every message).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// `GET /dashboard/api/live[?bus=&prefix=]`: the snapshots as SSE, and the bus tail asked for
+/// (needs the session). An unknown bus is `404 BUS_NOT_FOUND`.
 pub async fn stream(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
+    query: Option<Query<LiveQuery>>,
 ) -> Result<Response, ApiError> {
     let authed = session_of(&app, &headers)?;
+    let Query(query) = query.unwrap_or_default();
+    let tail = match query.bus.as_deref() {
+        Some(bus) => Some(crate::buses::open_tail(&app, bus, &query.prefix)?),
+        None => None,
+    };
     let receiver = app.dashboard.live.subscribe();
     let gauge = app.metrics.sse_streams.with_label_values(&["dashboard"]);
     gauge.inc();
-    let events = events(
+    let feed = Feed {
         receiver,
-        app.clone(),
-        authed.id,
-        crate::buses::StreamGuard(gauge),
-    );
-    Ok(Sse::new(events)
+        tail,
+        app: app.clone(),
+        session: authed.id,
+        first: true,
+        _guard: crate::buses::StreamGuard(gauge),
+    };
+    Ok(Sse::new(events(feed))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-/// The current snapshot, then one per poll, while the session lasts (an open page counts as
-/// using it): the stream ends at logout, when the session ends otherwise, or at shutdown.
-fn events(
+/// What one page's stream follows.
+struct Feed {
     receiver: watch::Receiver<Arc<str>>,
+    tail: Option<plantd_worker_sdk::bus::SubscriberStream>,
     app: Arc<AppState>,
     session: String,
-    guard: crate::buses::StreamGuard,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream::unfold(
-        (receiver, app, session, guard, true),
-        |(mut receiver, app, session, guard, first)| async move {
-            if !first {
-                tokio::select! {
-                    _ = app.shutdown.cancelled() => return None,
-                    changed = receiver.changed() => changed.ok()?,
+    first: bool,
+    _guard: crate::buses::StreamGuard,
+}
+
+/// The next message of the tail, if the page asked for one (else never).
+async fn next_message(
+    tail: &mut Option<plantd_worker_sdk::bus::SubscriberStream>,
+) -> Option<Result<plantd_worker_sdk::bus::BusMessage, plantd_worker_sdk::bus::BusError>> {
+    match tail {
+        Some(tail) => tail.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The current snapshot, then one per poll and each bus message as it comes, while the session
+/// lasts (an open page counts as using it): the stream ends at logout, when the session ends
+/// otherwise, or at shutdown. A bus message is `{topic, payload}` as the API's tail sends it;
+/// a payload that is not a frame list is a `bus_error` event.
+fn events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold(feed, |mut feed| async move {
+        if !feed.first {
+            let event = tokio::select! {
+                _ = feed.app.shutdown.cancelled() => return None,
+                changed = feed.receiver.changed() => {
+                    changed.ok()?;
+                    None
                 }
-                app.dashboard.sessions.get(&session)?;
+                // A tail that ended (the proxy is stopping) leaves the snapshots.
+                Some(message) = next_message(&mut feed.tail) => Some(match message {
+                    Ok(message) => Event::default()
+                        .event("bus")
+                        .data(crate::buses::message_json(&message).to_string()),
+                    Err(e) => Event::default()
+                        .event("bus_error")
+                        .data(json!({"message": e.to_string()}).to_string()),
+                }),
+            };
+            if let Some(event) = event {
+                return Some((Ok(event), feed));
             }
-            let data = receiver.borrow_and_update().clone();
-            let event = Event::default().event("snapshot").data(&*data);
-            Some((Ok(event), (receiver, app, session, guard, false)))
-        },
-    )
+            // Checked once per poll, not per bus message: an ended session's stream stops
+            // within a poll.
+            feed.app.dashboard.sessions.get(&feed.session)?;
+        }
+        feed.first = false;
+        let data = feed.receiver.borrow_and_update().clone();
+        let event = Event::default().event("snapshot").data(&*data);
+        Some((Ok(event), feed))
+    })
 }
 
 #[cfg(test)]

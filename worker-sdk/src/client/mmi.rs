@@ -31,6 +31,13 @@ pub struct ServiceInfo {
     pub idle: u64,
     /// Requests waiting for a worker.
     pub queued: u64,
+    /// Requests the broker received for the service (0 from a broker that does not report
+    /// it). Counted while the broker remembers the service: a service forgotten after
+    /// `service_linger_ms` starts again from 0.
+    pub requests: u64,
+    /// Of those, the ones answered with an error: by the broker (queue full, client over its
+    /// limit, expired, re-dispatch given up) or by a worker (an error reply it relayed).
+    pub errors: u64,
 }
 
 /// One worker as `mmi.workers` reports it.
@@ -152,12 +159,17 @@ mod tests {
     fn json_replies_tolerate_unknown_and_missing_fields() {
         let services: Vec<ServiceInfo> = parse_json(&frames(&[
             b"200",
-            br#"[{"name":"echo","workers":2,"idle":1,"queued":0,"future":true},{"name":"x"}]"#,
+            br#"[{"name":"echo","workers":2,"idle":1,"queued":0,"requests":7,"errors":1,"future":true},{"name":"x"}]"#,
         ]))
         .unwrap();
         assert_eq!(services.len(), 2);
         assert_eq!(services[0].workers, 2);
-        assert_eq!(services[1].queued, 0);
+        assert_eq!((services[0].requests, services[0].errors), (7, 1));
+        // An older broker reports neither.
+        assert_eq!(
+            (services[1].queued, services[1].requests, services[1].errors),
+            (0, 0, 0)
+        );
 
         let info: BrokerInfo = parse_json(&frames(&[
             b"200",
