@@ -291,5 +291,5 @@ pub fn raise_open_files_limit() -> Result<u64> {
         }
         limit = raised;
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
