@@ -20,7 +20,12 @@
 //! - `plant bench nats`: plantd with SDK workers and clients against NATS request-reply with
 //!   async-nats peers, same shape, interleaved (`nats.rs`).
 //! - `plant bench idle`: a `plantd-broker` child process with 1,000 idle clients and 100 idle
-//!   workers; reports its resident memory and CPU use.
+//!   workers (`--clients`, `--workers`); reports its resident memory and CPU use, and with
+//!   `--with-load` a pipelined run with and without the idle peers, alternated (`idle.rs`).
+//! - `plant bench churn`: a `plantd-broker` child process through which many short-lived clients
+//!   each make one request; reports its resident memory before and after (`churn.rs`).
+//! - `plant bench plain`: pipelined echo to 1, 2, 4, 8... plain MDP workers (no credit),
+//!   alternated; reports the throughput ratios and the broker loop thread's CPU (`plain.rs`).
 //! - `plant bench memory`: a `plantd-broker` child process under a load (malformed messages, a
 //!   client that never reads, abandoned services); reports its resident memory before, at the
 //!   peak and after the load.
@@ -28,6 +33,7 @@
 //! Method and results: `docs/benchmarks.md`.
 
 mod bus;
+mod churn;
 mod cluster;
 mod curve;
 mod idle;
@@ -35,6 +41,7 @@ mod load;
 mod memory;
 mod nats;
 mod peers;
+mod plain;
 mod process;
 mod proxy;
 mod sdk_clients;
@@ -67,6 +74,14 @@ pub enum BenchCommand {
     Cluster(cluster::ClusterArgs),
     /// Broker memory and CPU with many idle clients and workers.
     Idle(idle::IdleArgs),
+    /// Holds idle peers for `bench idle` (a helper process it starts).
+    #[command(hide = true)]
+    IdlePeers(idle::PeerHostArgs),
+    /// Broker memory after many clients that each connect, make one request and disconnect.
+    Churn(churn::ChurnArgs),
+    /// Pipelined echo to plain MDP workers (no credit), for several worker counts, alternated;
+    /// reports the ratios and the broker loop thread's CPU.
+    Plain(plain::PlainArgs),
     /// Pub/sub throughput through a broker bus vs. a bare XSUB/XPUB proxy and PUSH→PULL.
     Bus(bus::BusArgs),
     /// State service set/get throughput as ratios to echo through the same broker.
@@ -188,6 +203,9 @@ pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
         }
         BenchCommand::Cluster(args) => cluster::run(args, json),
         BenchCommand::Idle(args) => idle::run(args, json),
+        BenchCommand::IdlePeers(args) => idle::host_peers(args),
+        BenchCommand::Churn(args) => churn::run(args, json),
+        BenchCommand::Plain(args) => plain::run(args, json),
         BenchCommand::Bus(args) => bus::run(args, json),
         BenchCommand::State(args) => state::run(args, json),
         BenchCommand::StatePostgres(args) => state_postgres::run(args, json),

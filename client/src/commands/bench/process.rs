@@ -24,7 +24,7 @@ use plantd_worker_sdk::testing::{free_endpoint, free_port};
 use plantd_worker_sdk::Client;
 
 /// Linux reports process CPU time in clock ticks; 100 per second on every mainstream platform.
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+pub(super) const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 /// Lines of the child's stderr kept for an error report.
 const STDERR_TAIL: usize = 5;
 
@@ -235,7 +235,13 @@ fn status_field(pid: u32, field: &str) -> Result<u64> {
 
 /// CPU time of `pid` (user + system) in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system, clock ticks) from a `/proc` `stat` file: a process's
+/// (`/proc/<pid>/stat`) or one thread's (`/proc/<pid>/task/<tid>/stat`).
+pub(super) fn stat_cpu_ticks(path: &str) -> Result<u64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat
         .rsplit_once(')')
@@ -251,4 +257,39 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
         .and_then(|v| v.parse().ok())
         .context("no stime")?;
     Ok(utime + stime)
+}
+
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to its hard limit, which
+/// child processes started afterwards inherit, and returns the limit now in force. Thousands of
+/// peer sockets need thousands of descriptors (a TCP connection and, per libzmq socket, a
+/// mailbox).
+pub fn raise_open_files_limit() -> Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct passed by pointer, which
+    // lives on this stack frame for the duration of each call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        bail!(
+            "cannot read RLIMIT_NOFILE: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            bail!(
+                "cannot raise RLIMIT_NOFILE to {}: {}",
+                limit.rlim_max,
+                std::io::Error::last_os_error()
+            );
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
 }
