@@ -630,15 +630,17 @@ fn compare(args: &LoadArgs, json: bool) -> Result<()> {
         );
     } else {
         println!("{}", shape(args));
+        // The MDP-framed ceiling moves the same frames as the broker: that ratio is the one a
+        // broker can approach (docs/benchmarks.md), so it comes first.
         println!(
-            "  median throughput: broker {bt:.0} req/s / ceiling {ct:.0} req/s = {:.2}× (MDP-framed ceiling {ft:.0} req/s: {:.2}×)",
-            bt / ct,
-            bt / ft
+            "  median throughput: broker {bt:.0} req/s / MDP-framed ceiling {ft:.0} req/s = {:.2}× (bare ceiling {ct:.0} req/s: {:.2}×)",
+            bt / ft,
+            bt / ct
         );
         println!(
-            "  median p50 latency: broker {bl:.0} µs / ceiling {cl:.0} µs = {:.2}× (MDP-framed ceiling {fl:.0} µs: {:.2}×)",
-            bl / cl,
-            bl / fl
+            "  median p50 latency: broker {bl:.0} µs / MDP-framed ceiling {fl:.0} µs = {:.2}× (bare ceiling {cl:.0} µs: {:.2}×)",
+            bl / fl,
+            bl / cl
         );
     }
     Ok(())
