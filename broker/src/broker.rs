@@ -15,7 +15,6 @@
 //! other key removes the worker instead of being believed. The rate limit applies with or
 //! without CURVE.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,7 @@ use tracing::{debug, info};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::frame;
+use crate::id_map::IdMap;
 use crate::ledger::{ClientFull, ClientLedger};
 use crate::metrics::{Metrics, WorkerRemoval};
 use crate::mmi::{self, BrokerInfo, View, MMI_PREFIX};
@@ -71,9 +71,9 @@ pub struct Broker {
     doorbell: Doorbell,
     settings: Settings,
     services: Slots<ServiceQueue>,
-    service_ids: HashMap<Box<[u8]>, usize>,
+    service_ids: IdMap<usize>,
     workers: Slots<WorkerRecord>,
-    worker_ids: HashMap<Box<[u8]>, usize>,
+    worker_ids: IdMap<usize>,
     /// Bytes each client has queued or in flight.
     clients: ClientLedger,
     metrics: Metrics,
@@ -116,9 +116,9 @@ impl Broker {
             next_heartbeat: Instant::now() + settings.heartbeat_interval,
             settings,
             services: Slots::default(),
-            service_ids: HashMap::new(),
+            service_ids: IdMap::default(),
             workers: Slots::default(),
-            worker_ids: HashMap::new(),
+            worker_ids: IdMap::default(),
             clients: ClientLedger::new(config.client_queue_limit_bytes, config.client_queue_limit),
             metrics,
             info,
@@ -242,18 +242,21 @@ impl Broker {
     fn on_client(&mut self, client: ReturnAddress, command: ClientCommand, now: Instant) {
         match command {
             ClientCommand::Request { service, body } => {
+                // Looked at once: every look into a frame is two calls into libzmq.
+                let name: &[u8] = &service;
                 // Every known service costs its name several times over (index, metric labels):
                 // a megabyte "name" is garbage, not a service.
-                if service.len() > MAX_SERVICE_NAME {
+                if name.len() > MAX_SERVICE_NAME {
                     self.metrics.malformed.inc();
                     return;
                 }
-                if let Err(denied) = self.gate.check_call(&client.id, &service) {
+                let mmi = name.starts_with(MMI_PREFIX);
+                if let Err(denied) = self.gate.check_call(&client.id, name) {
                     self.wire
                         .reply_error(client, service, denied.code, &denied.message);
                     return;
                 }
-                if service.starts_with(MMI_PREFIX) {
+                if mmi {
                     self.on_mmi(client, service, body, now);
                 } else {
                     self.on_request(client, service, body, now);
@@ -292,10 +295,8 @@ impl Broker {
         now: Instant,
     ) {
         self.metrics.requests.inc();
-        let charge = match self
-            .clients
-            .charge(&client.id, request_bytes(&service, &body))
-        {
+        let name: &[u8] = &service;
+        let charge = match self.clients.charge(&client.id, request_bytes(name, &body)) {
             Ok(charge) => charge,
             Err(full) => {
                 let message = match full {
@@ -322,7 +323,7 @@ impl Broker {
                 return;
             }
         };
-        let slot = self.service_slot(&service, now);
+        let slot = self.service_slot(name, now);
         let request = Request {
             client,
             service,

@@ -1,9 +1,15 @@
-//! Sharing a frame's bytes between two [`Frame`]s without copying them.
+//! The two libzmq calls on frames that the broker makes through `zmq-sys` rather than the `zmq`
+//! crate: sharing a frame's bytes between two [`Frame`]s without copying them, and sending a
+//! frame without closing the emptied message afterwards.
 //!
 //! The broker keeps each in-flight request so it can dispatch it again if the worker dies, yet
 //! sends the same body to the worker. libzmq's `zmq_msg_copy` makes a second message that shares
 //! the first one's reference-counted buffer (small messages are copied, which is as cheap). The
-//! `zmq` crate does not expose it, so this module calls `zmq-sys` directly.
+//! `zmq` crate does not expose it.
+//!
+//! `zmq::Socket::send` drops the message it sent, and so calls `zmq_msg_close` on it: one more
+//! call into libzmq per frame, eleven per request relayed, for a message that libzmq has already
+//! emptied (see [`send`]).
 
 use plantd_worker_sdk::protocol::Frame;
 
@@ -30,6 +36,23 @@ pub fn share(frame: &mut Frame) -> Frame {
         copy
     } else {
         Frame::from(&frame[..])
+    }
+}
+
+/// Sends `frame` on `socket` (a raw libzmq socket, `zmq::Socket::as_mut_ptr`) with `flags`, as
+/// `zmq::Socket::send` does, and gives the frame back with the error if libzmq refused it.
+pub fn send(socket: *mut std::ffi::c_void, mut frame: Frame, flags: i32) -> Result<(), zmq::Error> {
+    // SAFETY: `frame` is an initialised `zmq_msg_t` (layout assertion above) and `socket` a live
+    // socket owned by the caller's thread.
+    let rc = unsafe { zmq_sys::zmq_msg_send(raw(&mut frame), socket, flags) };
+    if rc >= 0 {
+        // zmq_msg_send(3): on success the message is nullified (reset to an empty message that
+        // owns nothing), so closing it would only spend a call; forgetting it leaks nothing.
+        std::mem::forget(frame);
+        Ok(())
+    } else {
+        // SAFETY: reads the calling thread's libzmq errno; `frame` is closed by its `Drop`.
+        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
     }
 }
 

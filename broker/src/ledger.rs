@@ -8,9 +8,10 @@
 //! Accounts are shared atomics only because the broker must be `Send` to reach its thread; the
 //! loop thread is their only user.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use crate::id_map::IdMap;
 
 /// What one client holds: requests and their bytes.
 #[derive(Debug, Default)]
@@ -65,7 +66,7 @@ pub struct ClientLedger {
     limit: u64,
     /// Most requests one client may hold; 0: unlimited.
     request_limit: u64,
-    accounts: HashMap<Box<[u8]>, Arc<Account>>,
+    accounts: IdMap<Arc<Account>>,
 }
 
 impl ClientLedger {
@@ -75,7 +76,7 @@ impl ClientLedger {
         ClientLedger {
             limit,
             request_limit,
-            accounts: HashMap::new(),
+            accounts: IdMap::default(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod bus;
 pub mod config;
 mod error;
 mod frame;
+mod id_map;
 mod ledger;
 mod metrics;
 mod mmi;

@@ -9,13 +9,13 @@
 //! | `mmi.service`/`mmi.workers` without argument | | `["400"]` |
 //! | any other `mmi.*` | | `["501"]` |
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use plantd_worker_sdk::protocol::Frame;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::id_map::IdMap;
 use crate::metrics::Metrics;
 use crate::service::ServiceQueue;
 use crate::slots::Slots;
@@ -60,7 +60,7 @@ pub struct View<'a> {
     /// Services by slot.
     pub services: &'a Slots<ServiceQueue>,
     /// Service slot by name.
-    pub service_ids: &'a HashMap<Box<[u8]>, usize>,
+    pub service_ids: &'a IdMap<usize>,
     /// Workers by slot.
     pub workers: &'a Slots<WorkerRecord>,
     /// Static facts.

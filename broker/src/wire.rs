@@ -46,6 +46,7 @@ impl Wire {
     /// Sends the assembled message in [`Wire::out`], leaving the buffer empty either way.
     pub fn send(&mut self) -> Result<(), zmq::Error> {
         let last = self.out.len().saturating_sub(1);
+        let socket = self.socket.as_mut_ptr();
         for (i, frame) in self.out.drain(..).enumerate() {
             let flags = if i < last {
                 zmq::DONTWAIT | zmq::SNDMORE
@@ -54,7 +55,7 @@ impl Wire {
             };
             // With ROUTER_MANDATORY only the routing-id frame can fail (unknown peer or full
             // pipe), and then nothing of the message has been queued.
-            self.socket.send(frame, flags)?;
+            crate::frame::send(socket, frame, flags)?;
         }
         self.metrics.messages_sent.inc();
         Ok(())

@@ -14,7 +14,7 @@
 //! use the blocking [`Client`](super::Client), which stays plain MDP.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -265,8 +265,9 @@ struct Link {
     connection: Connection,
     /// Tags of requests waiting for the connection to come up, oldest first.
     unsent: VecDeque<u32>,
-    /// Tags sent on the connection and not yet answered: lost if it drops.
-    sent: Vec<u32>,
+    /// Tags sent on the connection and not yet answered: lost if it drops. A set, because
+    /// replies to thousands in flight come back in any order and each must be found in O(1).
+    sent: HashSet<u32>,
     /// Since when requests have been waiting for the connection (`None` while it is up or
     /// nothing waits).
     waiting_since: Option<Instant>,
@@ -286,7 +287,7 @@ impl Link {
         Ok(Link {
             connection,
             unsent: VecDeque::new(),
-            sent: Vec::new(),
+            sent: HashSet::new(),
             waiting_since: None,
             probing: Probing::default(),
         })
@@ -484,16 +485,13 @@ impl IoThread {
                         self.deadlines.push(Reverse((pending.deadline, tag)));
                         if pending.replies.send(Ok(Reply::Partial(body))).is_err() {
                             self.requests.remove(&tag);
-                            link.sent.retain(|&t| t != tag);
+                            link.sent.remove(&tag);
                         }
                     }
                     Incoming::Final(result) => {
                         let _ = pending.replies.send(result.map(Reply::Final));
                         self.requests.remove(&tag);
-                        // Replies mostly come in the order requests went out.
-                        if let Some(at) = link.sent.iter().position(|&t| t == tag) {
-                            link.sent.swap_remove(at);
-                        }
+                        link.sent.remove(&tag);
                     }
                     Incoming::Stale => {}
                 }
@@ -518,14 +516,18 @@ impl IoThread {
                 ) {
                     // EAGAIN: the connection dropped just now and the attempt's body is gone with
                     // it; the next look finds the connection down and the attempt lost.
-                    Ok(()) | Err(ClientError::Zmq(zmq::Error::EAGAIN)) => link.sent.push(tag),
+                    Ok(()) | Err(ClientError::Zmq(zmq::Error::EAGAIN)) => {
+                        link.sent.insert(tag);
+                    }
                     Err(e) => {
                         let _ = pending.replies.send(Err(e));
                         self.requests.remove(&tag);
                     }
                 }
             } else if !state.connected && !link.sent.is_empty() {
-                let lost = std::mem::take(&mut link.sent);
+                // Retried in the order they were sent (tags are handed out in increasing order).
+                let mut lost: Vec<u32> = std::mem::take(&mut link.sent).into_iter().collect();
+                lost.sort_unstable();
                 for tag in lost {
                     self.fail_attempt(tag, Failure::Lost);
                 }
@@ -603,7 +605,7 @@ impl IoThread {
             if current {
                 if let Some(link) = self.links[self.requests[&tag].broker].as_mut() {
                     link.unsent.retain(|&t| t != tag);
-                    link.sent.retain(|&t| t != tag);
+                    link.sent.remove(&tag);
                 }
                 self.fail_attempt(tag, Failure::TimedOut);
             }

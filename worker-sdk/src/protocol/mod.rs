@@ -230,11 +230,16 @@ pub fn decode(
     frames: impl IntoIterator<Item = Frame>,
 ) -> Result<(Dialect, Message), ProtocolError> {
     let mut frames = frames.into_iter();
-    let mut header = frames.next().ok_or(ProtocolError::Empty)?;
+    // Each look into a frame is two calls into libzmq, so each frame is looked into once (the
+    // broker decodes every message it receives).
+    let first = frames.next().ok_or(ProtocolError::Empty)?;
+    let second;
+    let mut header: &[u8] = &first;
     if header.is_empty() {
-        header = frames.next().ok_or(ProtocolError::Empty)?;
+        second = frames.next().ok_or(ProtocolError::Empty)?;
+        header = &second;
     }
-    match &*header {
+    match header {
         MDPC01 => {
             let service = service_frame(frames.next())?;
             let body = frames.collect();
@@ -263,7 +268,8 @@ pub fn decode(
         }
         MDPC02 => {
             let cmd = frames.next().ok_or(ProtocolError::MissingCommand)?;
-            let (dialect, kind) = match (single_byte(&cmd), &*cmd) {
+            let cmd: &[u8] = &cmd;
+            let (dialect, kind) = match (single_byte(cmd), cmd) {
                 (Some(C_REQUEST), _) => (Dialect::V02, C_REQUEST),
                 (Some(C_PARTIAL), _) => (Dialect::V02, C_PARTIAL),
                 (Some(C_FINAL), _) => (Dialect::V02, C_FINAL),
@@ -283,7 +289,8 @@ pub fn decode(
         }
         MDPW02 => {
             let cmd = frames.next().ok_or(ProtocolError::MissingCommand)?;
-            let (dialect, cmd) = match (single_byte(&cmd), &*cmd) {
+            let cmd: &[u8] = &cmd;
+            let (dialect, cmd) = match (single_byte(cmd), cmd) {
                 (Some(W_READY), _) => (Dialect::V02, ready(frames)?),
                 (Some(W_REQUEST), _) => (
                     Dialect::V02,

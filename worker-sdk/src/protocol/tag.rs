@@ -43,7 +43,9 @@ pub enum Tagging {
 /// delimiter.
 pub fn tagging(frames: &[Frame]) -> Tagging {
     match frames {
-        [tag, delimiter, ..] if !tag.is_empty() && delimiter.is_empty() => {
+        // The delimiter first: in an untagged message the second frame is a command or a
+        // header, so one look (two libzmq calls) settles it.
+        [tag, delimiter, ..] if delimiter.is_empty() && !tag.is_empty() => {
             if tag.len() > MAX_TAG_LEN {
                 Tagging::TooLong
             } else {
