@@ -10,9 +10,14 @@
 //! `malloc_trim` does not shrink the top of a thread's arena, though, and glibc raises its own
 //! trim threshold (up to 64 MB) each time a large block is freed: after a burst of megabyte frames
 //! the I/O thread's arena kept a 56 MB free top (15 KB in use) that neither `free` nor
-//! `malloc_trim` returned. [`configure_malloc`] therefore pins glibc's mmap and trim thresholds to
-//! their initial 128 KiB: blocks that large are mapped and unmapped on their own, and a free top
-//! above 128 KiB is given back at once.
+//! `malloc_trim` returned. [`configure_malloc`] therefore sets both thresholds itself, which
+//! stops glibc from raising them: the trim threshold stays at its initial 128 KiB, so a free top
+//! above that is given back at once, and the mmap threshold is fixed at 32 MiB (glibc's maximum,
+//! above the default `max_message_size`). A first version pinned the mmap threshold at 128 KiB
+//! too; then every large body libzmq received was a fresh mapping, zeroed page by page by the
+//! kernel and unmapped again, and 1 MiB bodies moved at a quarter of the rate
+//! (`docs/benchmarks.md`, "Large bodies"). From the heap, freed body buffers are reused by the
+//! next ones and returned by the periodic trim when traffic stops.
 //!
 //! So the broker pins the thresholds at start, and every `memory_trim_interval_ms` a task calls
 //! `malloc_trim(0)` on a blocking thread and counts what it gave back. On a platform without
@@ -65,16 +70,19 @@ pub async fn trim_periodically(interval: Duration, metrics: TrimMetrics, stop: S
     }
 }
 
-/// glibc's initial mmap and trim thresholds, pinned by [`configure_malloc`].
-const MALLOC_THRESHOLD: i32 = 128 * 1024;
+/// glibc's initial trim threshold, pinned by [`configure_malloc`].
+const TRIM_THRESHOLD: i32 = 128 * 1024;
+/// The mmap threshold [`configure_malloc`] fixes: glibc's largest (`DEFAULT_MMAP_THRESHOLD_MAX`
+/// on 64-bit), so that bodies up to the default `max_message_size` come from the heap.
+const MMAP_THRESHOLD: i32 = 32 * 1024 * 1024;
 
-/// Pins glibc's mmap and trim thresholds (see the module docs). Process-wide and idempotent.
+/// Fixes glibc's mmap and trim thresholds (see the module docs). Process-wide and idempotent.
 pub fn configure_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only changes malloc parameters; it takes the arena lock itself.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_THRESHOLD);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foldhash::fast::RandomState as FastHash;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::warn;
 
@@ -98,7 +99,7 @@ impl AsyncClient {
             doorbell,
             commands: commands_rx,
             links,
-            requests: HashMap::new(),
+            requests: HashMap::default(),
             next_tag: 0,
             deadlines: BinaryHeap::new(),
             requeued: false,
@@ -267,7 +268,7 @@ struct Link {
     unsent: VecDeque<u32>,
     /// Tags sent on the connection and not yet answered: lost if it drops. A set, because
     /// replies to thousands in flight come back in any order and each must be found in O(1).
-    sent: HashSet<u32>,
+    sent: HashSet<u32, FastHash>,
     /// Since when requests have been waiting for the connection (`None` while it is up or
     /// nothing waits).
     waiting_since: Option<Instant>,
@@ -287,7 +288,7 @@ impl Link {
         Ok(Link {
             connection,
             unsent: VecDeque::new(),
-            sent: HashSet::new(),
+            sent: HashSet::default(),
             waiting_since: None,
             probing: Probing::default(),
         })
@@ -311,7 +312,8 @@ struct IoThread {
     /// One link per broker, opened when first used.
     links: Vec<Option<Link>>,
     /// Requests in flight by the tag of their current attempt.
-    requests: HashMap<u32, Pending>,
+    /// Keyed by tag; our own numbers, so hashed for speed rather than against chosen keys.
+    requests: HashMap<u32, Pending, FastHash>,
     next_tag: u32,
     /// Every deadline set, earliest first; an entry whose request has since moved on (answered,
     /// re-tagged, or given a later deadline by a PARTIAL) is skipped when it comes up.

@@ -223,7 +223,9 @@ impl Session {
         let mut heard = false;
         // The client address of each request being handled, by request number: at most `credit`
         // (plantd's credit extension; 1 is plain MDP), so hundreds with a pipelining broker.
-        let mut in_flight: HashMap<u64, Frame> = HashMap::with_capacity(settings.credit as usize);
+        // Keyed by our own sequence numbers: hashed for speed (foldhash), not against chosen keys.
+        let mut in_flight: HashMap<u64, Frame, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(settings.credit as usize, Default::default());
         let mut heartbeat_at = Instant::now() + settings.heartbeat;
         let mut broker_expiry = Instant::now() + patience;
 
