@@ -81,6 +81,31 @@ mod tests {
         assert!(copies[2].is_empty());
     }
 
+    #[test]
+    fn send_delivers_the_frame_and_reports_a_refused_one() {
+        let context = zmq::Context::new();
+        let mut router = context.socket(zmq::ROUTER).unwrap();
+        router.set_router_mandatory(true).unwrap();
+        router.bind("inproc://frame-send").unwrap();
+        let dealer = context.socket(zmq::DEALER).unwrap();
+        dealer.set_identity(b"peer").unwrap();
+        dealer.connect("inproc://frame-send").unwrap();
+        dealer.send("hello", 0).unwrap();
+        let id = router.recv_msg(0).unwrap();
+        assert_eq!(&router.recv_msg(0).unwrap()[..], b"hello");
+
+        let socket = router.as_mut_ptr();
+        let unknown = send(
+            socket,
+            Frame::from(&b"nobody"[..]),
+            zmq::DONTWAIT | zmq::SNDMORE,
+        );
+        assert_eq!(unknown, Err(zmq::Error::EHOSTUNREACH));
+        send(socket, id, zmq::DONTWAIT | zmq::SNDMORE).unwrap();
+        send(socket, Frame::from(vec![9u8; 4096]), zmq::DONTWAIT).unwrap();
+        assert_eq!(&dealer.recv_msg(0).unwrap()[..], &[9u8; 4096][..]);
+    }
+
     fn bytes(frames: &[Frame]) -> Vec<Vec<u8>> {
         frames.iter().map(|f| f.to_vec()).collect()
     }
