@@ -40,7 +40,7 @@ pub fn share(frame: &mut Frame) -> Frame {
 }
 
 /// Sends `frame` on `socket` (a raw libzmq socket, `zmq::Socket::as_mut_ptr`) with `flags`, as
-/// `zmq::Socket::send` does, and gives the frame back with the error if libzmq refused it.
+/// `zmq::Socket::send` does; a frame libzmq refused is closed and the error returned.
 pub fn send(socket: *mut std::ffi::c_void, mut frame: Frame, flags: i32) -> Result<(), zmq::Error> {
     // SAFETY: `frame` is an initialised `zmq_msg_t` (layout assertion above) and `socket` a live
     // socket owned by the caller's thread.

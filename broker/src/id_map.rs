@@ -2,7 +2,7 @@
 //! id) on every message.
 //!
 //! std's SipHash costs about 200 instructions per lookup of a short key, three lookups per
-//! request (callgrind, `docs/benchmarks.md` "Instructions per request"). foldhash is several
+//! request (callgrind; `docs/benchmarks.md`, "Round two", target 1). foldhash is several
 //! times cheaper and, seeded at random per map, still keeps a peer from predicting where its
 //! chosen ids land.
 

@@ -15,7 +15,7 @@
 //! above that is given back at once, and the mmap threshold is fixed at 32 MiB (glibc's maximum,
 //! above the default `max_message_size`). A first version pinned the mmap threshold at 128 KiB
 //! too; then every large body libzmq received was a fresh mapping, zeroed page by page by the
-//! kernel and unmapped again, and 1 MiB bodies moved at a quarter of the rate
+//! kernel and unmapped again, and 1 MiB bodies moved at half the rate
 //! (`docs/benchmarks.md`, "Large bodies"). From the heap, freed body buffers are reused by the
 //! next ones and returned by the periodic trim when traffic stops.
 //!
