@@ -3,7 +3,10 @@
 //! A session hands each request to its [`Executor`]: sync, client-aware and streaming handlers run
 //! on a handler thread of their own, async handlers are spawned on the tokio runtime. Either way the result comes
 //! back as an [`Outcome`] over a channel and the doorbell is rung, so the I/O thread keeps polling
-//! (and heartbeating) while a handler runs. Panics are caught and become error replies.
+//! (and heartbeating) while a handler runs. Inline handlers are the exception: they run on the
+//! session's thread at once, for handlers too cheap to be worth two thread wake-ups per request,
+//! and their outcome waits in the channel for the session to send it after the messages it is
+//! reading. Panics are caught and become error replies.
 
 use std::any::Any;
 use std::future::Future;
@@ -41,6 +44,8 @@ pub(crate) enum Handler {
     Streaming(Arc<StreamingFn>),
     /// Plain function given the client address too; runs on the session's handler thread.
     WithClient(Arc<ClientFn>),
+    /// Plain function that runs on the session's own thread (no hand-off).
+    Inline(Arc<SyncFn>),
 }
 
 /// What a handler produced for the request numbered `request`.
@@ -125,6 +130,13 @@ impl Executor {
 
     /// Starts handling `body`, from client address `client`, as request number `request`.
     pub(crate) fn start(&mut self, request: u64, client: &[u8], body: Frames) {
+        if let Handler::Inline(handler) = &self.handler {
+            let result =
+                catch_unwind(AssertUnwindSafe(|| handler(body))).unwrap_or_else(panic_error);
+            // No doorbell: the session drains outcomes right after the messages it is reading.
+            let _ = self.outcomes.send(Outcome::Final { request, result });
+            return;
+        }
         if let Handler::Async(handler) = &self.handler {
             let outcomes = self.outcomes.clone();
             let waker = self.waker.clone();
@@ -204,7 +216,9 @@ impl Executor {
                             };
                             catch_unwind(AssertUnwindSafe(|| f(body, &responder)))
                         }
-                        Handler::Async(_) => Ok(Err(HandlerError::new("async handler on thread"))),
+                        Handler::Async(_) | Handler::Inline(_) => {
+                            Ok(Err(HandlerError::new("handler kind not run on a thread")))
+                        }
                     }
                     .unwrap_or_else(panic_error);
                     if outcomes.send(Outcome::Final { request, result }).is_err() {

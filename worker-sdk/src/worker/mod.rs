@@ -365,6 +365,23 @@ impl WorkerBuilder {
         self
     }
 
+    /// A synchronous handler that runs on the session's own thread, for handlers that return at
+    /// once (an echo, a lookup in memory, a computation of microseconds).
+    ///
+    /// It saves the hand-off to the handler thread and back, two thread wake-ups per request
+    /// (`docs/benchmarks.md`, "Against NATS"). The price: while it runs, its session neither
+    /// receives nor heartbeats, so a handler that blocks for longer than heartbeat × liveness
+    /// loses the broker, and requests held under `credit` wait behind it. Anything that may
+    /// block (I/O, locks held elsewhere, sleeping) belongs in [`handler`](Self::handler) or
+    /// [`async_handler`](Self::async_handler).
+    pub fn inline_handler<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(Frames) -> Result<Frames, HandlerError> + Send + Sync + 'static,
+    {
+        self.handler = Some(Handler::Inline(Arc::new(handler)));
+        self
+    }
+
     /// An async handler; each request's future is spawned on the runtime `run` is called from.
     pub fn async_handler<F, Fut>(mut self, handler: F) -> Self
     where

@@ -268,6 +268,45 @@ fn handler_errors_and_panics_become_error_replies() {
 }
 
 #[test]
+fn an_inline_handler_runs_on_the_session_thread_and_answers_a_batch() {
+    let endpoint = free_endpoint();
+    let peer = Peer::bind(&endpoint);
+    let worker = builder(&endpoint)
+        .credit(50)
+        .inline_handler(|body: Frames| {
+            // Not handed to a handler thread: the session's thread runs it.
+            let here = std::thread::current().name().unwrap_or_default().to_owned();
+            if here.starts_with("plantd-handler") {
+                return Err(HandlerError::new(format!("ran on {here}")));
+            }
+            match body.first().map(Vec::as_slice) {
+                Some(b"panic") => panic!("inline boom"),
+                _ => Ok(body),
+            }
+        })
+        .build()
+        .unwrap();
+    let running = start(worker);
+    let id = peer.expect_ready("test.Service");
+
+    // A batch under credit: every request answered, in order, each to its own client.
+    for i in 0..50u8 {
+        peer.request(&id, &[b'c', i], &[&[i]]);
+    }
+    for i in 0..50u8 {
+        assert_eq!(peer.expect_final(&[b'c', i]), vec![vec![i]]);
+    }
+    peer.request(&id, b"c", &[b"panic"]);
+    let body = peer.expect_final(b"c");
+    assert_eq!(body[..2], bytes(&[b"plantd.error", b"500"]));
+    assert!(String::from_utf8_lossy(&body[2]).contains("inline boom"));
+    // The session survived its handler's panic.
+    peer.request(&id, b"c", &[b"fine"]);
+    assert_eq!(peer.expect_final(b"c"), bytes(&[b"fine"]));
+    running.stop().unwrap();
+}
+
+#[test]
 fn async_handler_replies_and_survives_a_panic() {
     let endpoint = free_endpoint();
     let peer = Peer::bind(&endpoint);

@@ -155,6 +155,10 @@ pub struct LoadArgs {
     /// SDK gets.
     #[arg(long)]
     pub sdk_workers: bool,
+    /// With `--sdk-workers`: the echo handler is an inline one (`WorkerBuilder::inline_handler`,
+    /// run on the session's thread) instead of a handler thread's.
+    #[arg(long, requires = "sdk_workers")]
+    pub inline_handler: bool,
     /// Broker only: send the requests through the SDK's `Client` (`--window` threads per client)
     /// or `AsyncClient` (`--window` requests in flight per client) instead of raw DEALER sockets,
     /// so the run includes the client's own cost.
@@ -380,6 +384,7 @@ fn broker_run_on(args: &LoadArgs, keys: Option<&curve::BenchKeys>) -> Result<Loa
             shape,
             heartbeat,
             keys.map(|k| k.worker.clone()),
+            args.inline_handler,
         )
         .context("cannot start SDK echo workers")?;
         (None, Some(sdk))

@@ -58,6 +58,10 @@ pub struct NatsArgs {
     /// Alternations.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// plantd's SDK echo workers use an inline handler (run on the session's thread,
+    /// `WorkerBuilder::inline_handler`), as a NATS responder runs its handler in its own task.
+    #[arg(long)]
+    pub inline_handler: bool,
 }
 
 /// One round's four measurements.
@@ -161,6 +165,7 @@ fn plantd_run(args: &NatsArgs, window: usize, sdk: bool) -> Result<LoadReport> {
         service: "bench.echo".to_owned(),
         compare_ceiling: false,
         sdk_workers: sdk,
+        inline_handler: sdk && args.inline_handler,
         sdk_client: sdk.then_some(SdkClient::Async),
         mdp_frames: false,
         rounds: 1,

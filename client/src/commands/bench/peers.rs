@@ -121,20 +121,25 @@ pub fn sdk_echo_workers(
     shape: EchoWorkers,
     heartbeat: Duration,
     curve: Option<ClientCurve>,
+    inline: bool,
 ) -> anyhow::Result<SdkEchoWorkers> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let worker = plantd_worker_sdk::Worker::builder(service)
+    let builder = plantd_worker_sdk::Worker::builder(service)
         .endpoint(endpoint)
         .dialect(dialect)
         .heartbeat(heartbeat)
         .concurrency((shape.threads * shape.sessions).max(1))
         .credit(shape.credit)
-        .curve(curve)
-        .handler(Ok)
-        .build()?;
+        .curve(curve);
+    let worker = if inline {
+        builder.inline_handler(Ok)
+    } else {
+        builder.handler(Ok)
+    }
+    .build()?;
     let shutdown = plantd_worker_sdk::Shutdown::new();
     let task = Some(runtime.spawn(worker.run(shutdown.clone())));
     Ok(SdkEchoWorkers {
