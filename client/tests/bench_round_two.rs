@@ -244,7 +244,7 @@ fn floor_alternates_bare_tcp_and_bare_libzmq_echo_and_reports_the_ratios() {
 }
 
 #[test]
-fn floor_without_framing_leaves_the_framed_system_out() {
+fn floor_without_framing_leaves_the_framed_system_out_and_can_share_a_client_context() {
     let run = bench(&[
         "floor",
         "--duration",

@@ -11,7 +11,8 @@
 //!   to `--window` requests, flush once, and read the replies.
 //! - **libzmq**: a ROUTER bound on a free loopback port, in a thread of its own and a context of
 //!   its own, echoing `[identity, body]` as it came, and DEALER clients with the same window
-//!   discipline, each in its own `zmq::Context` (as separate processes would be), one body frame
+//!   discipline, each in its own `zmq::Context` (as separate processes would be; with
+//!   `--shared-client-context` one context for all, as threads of one process), one body frame
 //!   per message.
 //! - **libzmq, MDP-framed** (`--frames N`, default 4; `--frames 1` leaves it out): the same, each
 //!   message sent as N frames (MDP's header, command and service frames, then the body) like an
@@ -70,6 +71,10 @@ pub struct FloorArgs {
     /// that system out.
     #[arg(long, default_value_t = 4)]
     pub frames: usize,
+    /// All libzmq clients share one context (one I/O thread) instead of a context each, as
+    /// threads of one process would; tells the I/O threads' count from the hand-off itself.
+    #[arg(long)]
+    pub shared_client_context: bool,
 }
 
 /// The systems a round measures.
@@ -183,11 +188,16 @@ fn summarise(args: &FloorArgs, rounds: &[Round], json: bool) {
     let z99 = pct(|r| Some(&r.libzmq_synchronous), true).unwrap_or_default();
     let f99 = pct(|r| r.libzmq_framed_synchronous.as_ref(), true);
     let shape = format!(
-        "{} clients × window {} (synchronous: window 1), {} B bodies, {} s per measurement; libzmq MDP-framed: {}",
+        "{} clients × window {} (synchronous: window 1), {} B bodies, {} s per measurement, libzmq clients in {}; libzmq MDP-framed: {}",
         args.clients,
         args.window,
         args.size,
         args.duration,
+        if args.shared_client_context {
+            "one shared context"
+        } else {
+            "a context each"
+        },
         if args.frames > 1 {
             format!("{} frames", args.frames)
         } else {
@@ -202,6 +212,7 @@ fn summarise(args: &FloorArgs, rounds: &[Round], json: bool) {
                 "load": {
                     "clients": args.clients, "window": args.window, "size": args.size,
                     "duration": args.duration, "frames": args.frames,
+                    "shared_client_context": args.shared_client_context,
                 },
                 "rounds": rounds,
                 "median_req_per_sec": {"tcp": tt, "libzmq": zt, "libzmq_framed": ft},
@@ -262,12 +273,17 @@ fn measure_one(
         reply_timeout: REPLY_TIMEOUT,
         curve: None,
     };
+    let shared = args.shared_client_context.then(zmq::Context::new);
     let report = measure(&spec, label, |progress| {
         run_clients(&spec, |id, _, deadline| {
             let deadline = deadline.unwrap_or_else(Instant::now);
             match system {
                 System::Tcp => tcp_client(&spec, tcp.addr, id, deadline, &progress),
-                System::Zmq(frames) => zmq_client(&spec, frames, id, deadline, &progress),
+                System::Zmq(frames) => {
+                    // A context per client unless shared: each its own libzmq I/O thread.
+                    let ctx = shared.clone().unwrap_or_default();
+                    zmq_client(&ctx, &spec, frames, id, deadline, &progress)
+                }
             }
         })
     });
@@ -370,9 +386,10 @@ fn tcp_client_loop(
     }
 }
 
-/// One libzmq client: a DEALER in a context of its own, `spec.window` messages of `frames` frames
-/// in flight until `deadline`, replies (in order, from the one ROUTER) checked like the TCP ones.
+/// One libzmq client: a DEALER in `ctx`, `spec.window` messages of `frames` frames in flight
+/// until `deadline`, replies (in order, from the one ROUTER) checked like the TCP ones.
 fn zmq_client(
+    ctx: &zmq::Context,
     spec: &LoadSpec,
     frames: usize,
     id: u64,
@@ -380,7 +397,6 @@ fn zmq_client(
     progress: &AtomicU64,
 ) -> ClientOutcome {
     let mut outcome = ClientOutcome::new();
-    let ctx = zmq::Context::new();
     let socket = match ctx.socket(zmq::DEALER).and_then(|s| {
         s.set_linger(0)?;
         s.set_sndhwm(0)?;
