@@ -1,6 +1,6 @@
-//! Smoke tests of the benches issue 16 added for its targets 2, 4 and 5: `plant bench plain`,
-//! `plant bench idle --with-load`, `plant bench churn`, and `plant bench broker` with large
-//! bodies. Short real runs with tiny sizes whose JSON reports have the documented shape and
+//! Smoke tests of the benches issue 16 added for its targets 0, 2, 4 and 5: `plant bench floor`,
+//! `plant bench plain`, `plant bench idle --with-load`, `plant bench churn`, and `plant bench
+//! broker` with large bodies. Short real runs with tiny sizes whose JSON reports have the documented shape and
 //! verified every reply. No timing or memory figure is asserted: they depend on the machine (the
 //! measured ones live in docs/benchmarks.md, "Round two").
 
@@ -189,4 +189,84 @@ fn bad_shapes_are_refused_with_a_clear_error() {
     refused(&["plain", "--size", "8"], "at least 16 bytes");
     refused(&["churn", "--clients", "10", "--warmup", "10"], "--warmup");
     refused(&["churn", "--concurrency", "0"], "at least 1");
+}
+
+#[test]
+fn floor_alternates_bare_tcp_and_bare_libzmq_echo_and_reports_the_ratios() {
+    let run = bench(&[
+        "floor",
+        "--duration",
+        "0.2",
+        "--rounds",
+        "2",
+        "--clients",
+        "2",
+        "--window",
+        "16",
+    ]);
+    assert_eq!(run["mode"], "floor", "{run}");
+    assert_eq!(run["load"]["frames"], 4, "{run}");
+    let rounds = run["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{run}");
+    for (i, round) in rounds.iter().enumerate() {
+        assert_eq!(round["round"], i + 1, "{round}");
+        for system in ["tcp", "libzmq", "libzmq_framed"] {
+            for mode in ["pipelined", "synchronous"] {
+                let report = &round[format!("{system}_{mode}")];
+                assert!(report["completed"].as_u64().unwrap() > 0, "{report}");
+                assert_eq!(report["errors"], 0, "{report}");
+                assert!(report["latency_us"]["p99"].is_u64(), "{report}");
+            }
+        }
+    }
+    for system in ["tcp", "libzmq", "libzmq_framed"] {
+        assert!(
+            run["median_req_per_sec"][system].as_f64().unwrap() > 0.0,
+            "{run}"
+        );
+        assert!(
+            run["median_synchronous_p50_us"][system].is_number(),
+            "{run}"
+        );
+        assert!(
+            run["median_synchronous_p99_us"][system].is_number(),
+            "{run}"
+        );
+    }
+    for ratio in [
+        "throughput_ratio",
+        "p50_latency_ratio",
+        "framed_throughput_ratio",
+        "framed_p50_latency_ratio",
+    ] {
+        assert!(run[ratio].is_number(), "{ratio}: {run}");
+    }
+}
+
+#[test]
+fn floor_without_framing_leaves_the_framed_system_out_and_can_share_a_client_context() {
+    let run = bench(&[
+        "floor",
+        "--duration",
+        "0.1",
+        "--rounds",
+        "1",
+        "--frames",
+        "1",
+    ]);
+    let round = &run["rounds"][0];
+    assert!(round["libzmq_framed_pipelined"].is_null(), "{run}");
+    assert!(round["libzmq_framed_synchronous"].is_null(), "{run}");
+    assert!(run["framed_throughput_ratio"].is_null(), "{run}");
+    assert!(run["throughput_ratio"].as_f64().unwrap() > 0.0, "{run}");
+    assert_eq!(round["tcp_pipelined"]["errors"], 0, "{run}");
+    assert_eq!(round["libzmq_pipelined"]["errors"], 0, "{run}");
+}
+
+#[test]
+fn floor_refuses_shapes_it_cannot_run() {
+    refused(&["floor", "--window", "0"], "must be at least 1");
+    refused(&["floor", "--size", "8"], "at least 16 bytes");
+    refused(&["floor", "--window", "5000"], "--window × (--size + 4)");
+    refused(&["floor", "--duration", "0"], "--duration");
 }

@@ -29,6 +29,8 @@
 //! - `plant bench memory`: a `plantd-broker` child process under a load (malformed messages, a
 //!   client that never reads, abandoned services); reports its resident memory before, at the
 //!   peak and after the load.
+//! - `plant bench floor`: a bare libzmq DEALER↔ROUTER echo against a bare TCP echo, interleaved:
+//!   the per-message floor libzmq sets under everything above (`floor.rs`).
 //!
 //! Method and results: `docs/benchmarks.md`.
 
@@ -36,6 +38,7 @@ mod bus;
 mod churn;
 mod cluster;
 mod curve;
+mod floor;
 mod idle;
 mod load;
 mod memory;
@@ -95,6 +98,9 @@ pub enum BenchCommand {
     /// plantd (SDK workers and async clients) against NATS request-reply (nats-server,
     /// async-nats), pipelined and synchronous, interleaved.
     Nats(nats::NatsArgs),
+    /// A bare libzmq DEALER↔ROUTER echo against a bare TCP echo, pipelined and synchronous,
+    /// interleaved: the floor libzmq sets.
+    Floor(floor::FloorArgs),
     /// Runs the broker library in this process, configured from the environment like
     /// plantd-broker (what `bench memory` and `bench idle` start when there is no plantd-broker
     /// binary).
@@ -215,6 +221,7 @@ pub fn run(command: BenchCommand, protocol: Dialect, json: bool) -> Result<()> {
         BenchCommand::StatePostgres(args) => state_postgres::run(args, json),
         BenchCommand::Memory(args) => memory::run(args, json),
         BenchCommand::Nats(args) => nats::run(args, json),
+        BenchCommand::Floor(args) => floor::run(args, json),
         BenchCommand::Proxy(args) => proxy::run(args, json),
         BenchCommand::ServeBroker => serve_broker(),
     }
