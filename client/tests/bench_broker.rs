@@ -38,6 +38,7 @@ fn broker_and_ceiling_runs_verify_every_reply() {
         &["--credit", "1"][..],
         &["--clients", "1", "--window", "1"][..],
         &["--sdk-workers"][..],
+        &["--sdk-workers", "--inline-handler"][..],
         &["--sdk-client", "async"][..],
         &[
             "--sdk-client",
