@@ -185,6 +185,11 @@ fn request_sends_text_json_and_file_frames() {
 fn services_service_workers_and_broker_describe_the_system() {
     let text = succeeded(&plant(&["services"]));
     assert!(text.starts_with("SERVICE"), "{text}");
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["SERVICE", "WORKERS", "IDLE", "QUEUED", "REQUESTS", "ERRORS"]
+    );
     assert!(text.contains(ECHO), "{text}");
     let services = json(&plant(&["services", "-o", "json"]));
     let echo = services

@@ -42,7 +42,8 @@ pub struct ServicesArgs {
     pub all: bool,
 }
 
-/// `plant services`: every service the broker knows, with worker and queue counts.
+/// `plant services`: every service the broker knows, with worker and queue counts and the
+/// requests and errors it counted for each.
 pub fn services(ctx: &Context, args: ServicesArgs) -> Result<(), CliError> {
     if args.all {
         return all_services(ctx);
@@ -60,10 +61,15 @@ pub fn services(ctx: &Context, args: ServicesArgs) -> Result<(), CliError> {
                         s.workers.to_string(),
                         s.idle.to_string(),
                         s.queued.to_string(),
+                        s.requests.to_string(),
+                        s.errors.to_string(),
                     ]
                 })
                 .collect();
-            output::print_table(&["SERVICE", "WORKERS", "IDLE", "QUEUED"], &rows)
+            output::print_table(
+                &["SERVICE", "WORKERS", "IDLE", "QUEUED", "REQUESTS", "ERRORS"],
+                &rows,
+            )
         }
     }
 }
@@ -130,10 +136,17 @@ fn all_services(ctx: &Context) -> Result<(), CliError> {
                             .collect::<Vec<_>>()
                             .join(" "),
                         m.queued.to_string(),
+                        m.requests.to_string(),
+                        m.errors.to_string(),
                     ]
                 })
                 .collect();
-            output::print_table(&["SERVICE", "BROKERS", "WORKERS", "QUEUED"], &rows)
+            output::print_table(
+                &[
+                    "SERVICE", "BROKERS", "WORKERS", "QUEUED", "REQUESTS", "ERRORS",
+                ],
+                &rows,
+            )
         }
     }
 }
@@ -149,6 +162,10 @@ struct MergedService {
     workers: Vec<Option<u64>>,
     /// Requests waiting for a worker, summed over the brokers.
     queued: u64,
+    /// Requests the brokers received for it, summed.
+    requests: u64,
+    /// Of those, the ones answered with an error, summed.
+    errors: u64,
 }
 
 /// Merges the brokers' service lists, by service name, in name order.
@@ -166,10 +183,14 @@ fn merge_services(answers: &[BrokerServices]) -> Vec<MergedService> {
                     brokers: 0,
                     workers: vec![None; answers.len()],
                     queued: 0,
+                    requests: 0,
+                    errors: 0,
                 });
             entry.workers[index] = Some(service.workers);
             entry.brokers += usize::from(service.workers > 0);
             entry.queued += service.queued;
+            entry.requests += service.requests;
+            entry.errors += service.errors;
         }
     }
     merged.into_values().collect()
@@ -275,7 +296,8 @@ mod tests {
             workers,
             idle: workers,
             queued,
-            ..ServiceInfo::default()
+            requests: 10 * workers + queued,
+            errors: queued,
         }
     }
 
@@ -303,12 +325,16 @@ mod tests {
                     brokers: 2,
                     workers: vec![Some(2), None, Some(2)],
                     queued: 4,
+                    requests: 44,
+                    errors: 4,
                 },
                 MergedService {
                     name: "state".to_owned(),
                     brokers: 1,
                     workers: vec![Some(1), None, Some(0)],
                     queued: 0,
+                    requests: 10,
+                    errors: 0,
                 },
             ]
         );
