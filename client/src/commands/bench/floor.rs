@@ -433,15 +433,8 @@ fn zmq_client(
         if in_flight.is_empty() {
             return outcome;
         }
-        match socket.poll(zmq::POLLIN, spec.reply_timeout.as_millis() as i64) {
-            Ok(n) if n > 0 => {}
-            _ => {
-                outcome.errors += in_flight.len() as u64;
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| format!("{} replies timed out", in_flight.len()));
-                return outcome;
-            }
+        if !outcome.await_reply(&socket, spec.reply_timeout, in_flight.len()) {
+            return outcome;
         }
         // Everything that is ready before refilling the window.
         while let Ok(reply) = socket.recv_multipart(zmq::DONTWAIT) {

@@ -148,6 +148,25 @@ impl ClientOutcome {
         self.first_error.get_or_insert(error);
     }
 
+    /// Waits up to `timeout` for a reply on `socket`. If none comes, the `in_flight` requests
+    /// are counted as timed out and it returns false: the client should stop.
+    pub(super) fn await_reply(
+        &mut self,
+        socket: &zmq::Socket,
+        timeout: Duration,
+        in_flight: usize,
+    ) -> bool {
+        match socket.poll(zmq::POLLIN, timeout.as_millis() as i64) {
+            Ok(n) if n > 0 => true,
+            _ => {
+                self.errors += in_flight as u64;
+                self.first_error
+                    .get_or_insert_with(|| format!("{in_flight} replies timed out"));
+                false
+            }
+        }
+    }
+
     /// Adds another outcome of the same client (one of its threads).
     pub(super) fn merge(&mut self, other: ClientOutcome) {
         self.completed += other.completed;
@@ -265,15 +284,8 @@ fn run_client(
         if in_flight.is_empty() {
             return outcome;
         }
-        match socket.poll(zmq::POLLIN, spec.reply_timeout.as_millis() as i64) {
-            Ok(n) if n > 0 => {}
-            _ => {
-                outcome.errors += in_flight.len() as u64;
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| format!("{} replies timed out", in_flight.len()));
-                return outcome;
-            }
+        if !outcome.await_reply(&socket, spec.reply_timeout, in_flight.len()) {
+            return outcome;
         }
         // Drain everything that is ready before refilling the window.
         while let Ok(frames) = protocol::recv_frames(&socket, zmq::DONTWAIT) {
