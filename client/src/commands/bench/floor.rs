@@ -35,7 +35,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
-use super::load::{run_clients, ClientOutcome, LoadReport, LoadSpec};
+use super::load::{bench_dealer, run_clients, ClientOutcome, LoadReport, LoadSpec};
 use super::{check, measure, median};
 
 /// How long a client waits for a reply before it counts the run as failed.
@@ -302,13 +302,6 @@ fn stamp(buf: &mut Vec<u8>, id: u64, seq: u64, size: usize) {
     buf[8..16].copy_from_slice(&seq.to_le_bytes());
 }
 
-/// Counts a verified reply sent at `sent`.
-fn record(outcome: &mut ClientOutcome, sent: Instant, progress: &AtomicU64) {
-    let _ = outcome.histogram.record(sent.elapsed().as_micros() as u64);
-    outcome.completed += 1;
-    progress.fetch_add(1, Ordering::Relaxed);
-}
-
 /// One TCP client: a connection of its own, `spec.window` requests in flight until `deadline`.
 /// Replies come back in order on the one connection, so each is checked against the oldest
 /// request in flight.
@@ -375,7 +368,7 @@ fn tcp_client_loop(
             };
             stamp(&mut expected, id, seq, spec.size);
             if reply == expected {
-                record(outcome, sent, progress);
+                outcome.record(sent, progress);
             } else {
                 outcome.fail("reply does not match its request".into());
             }
@@ -397,10 +390,7 @@ fn zmq_client(
     progress: &AtomicU64,
 ) -> ClientOutcome {
     let mut outcome = ClientOutcome::new();
-    let socket = match ctx.socket(zmq::DEALER).and_then(|s| {
-        s.set_linger(0)?;
-        s.set_sndhwm(0)?;
-        s.set_rcvhwm(0)?;
+    let socket = match bench_dealer(ctx).and_then(|s| {
         s.connect(&spec.endpoint)?;
         Ok(s)
     }) {
@@ -444,7 +434,7 @@ fn zmq_client(
             };
             stamp(&mut expected, id, seq, spec.size);
             if reply.len() == frames && reply.last() == Some(&expected) {
-                record(&mut outcome, sent, progress);
+                outcome.record(sent, progress);
             } else {
                 outcome.fail("reply does not match its request".into());
             }

@@ -142,6 +142,13 @@ impl ClientOutcome {
         }
     }
 
+    /// Counts a verified reply to a request sent at `sent`, and reports it to `progress`.
+    pub(super) fn record(&mut self, sent: Instant, progress: &AtomicU64) {
+        let _ = self.histogram.record(sent.elapsed().as_micros() as u64);
+        self.completed += 1;
+        progress.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a failed or wrong reply, keeping the first reason.
     pub(super) fn fail(&mut self, error: String) {
         self.errors += 1;
@@ -240,6 +247,16 @@ pub(super) fn payload(id: u64, seq: u64, size: usize) -> Vec<u8> {
     p
 }
 
+/// A load client's DEALER: no linger and no high-water mark, since the client bounds what it has
+/// in flight itself (its window).
+pub(super) fn bench_dealer(ctx: &zmq::Context) -> zmq::Result<zmq::Socket> {
+    let socket = ctx.socket(zmq::DEALER)?;
+    socket.set_linger(0)?;
+    socket.set_sndhwm(0)?;
+    socket.set_rcvhwm(0)?;
+    Ok(socket)
+}
+
 fn run_client(
     ctx: &zmq::Context,
     transport: &Transport,
@@ -250,10 +267,7 @@ fn run_client(
     progress: &AtomicU64,
 ) -> ClientOutcome {
     let mut outcome = ClientOutcome::new();
-    let socket = match ctx.socket(zmq::DEALER).and_then(|s| {
-        s.set_linger(0)?;
-        s.set_sndhwm(0)?;
-        s.set_rcvhwm(0)?;
+    let socket = match bench_dealer(ctx).and_then(|s| {
         plantd_worker_sdk::curve::apply_client(spec.curve.as_ref(), &s)?;
         let endpoints: Vec<&str> = spec.endpoint.split(',').collect();
         s.connect(endpoints[id as usize % endpoints.len()])?;
@@ -298,9 +312,7 @@ fn run_client(
                     let sent = seq.and_then(|s| in_flight.remove(&s));
                     match sent {
                         Some(at) if *body == *payload(id, seq.unwrap_or_default(), spec.size) => {
-                            let _ = outcome.histogram.record(at.elapsed().as_micros() as u64);
-                            outcome.completed += 1;
-                            progress.fetch_add(1, Ordering::Relaxed);
+                            outcome.record(at, progress);
                         }
                         _ => outcome.fail("reply does not match any request".into()),
                     }
