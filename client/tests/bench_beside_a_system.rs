@@ -6,8 +6,6 @@ use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use plantd_worker_sdk::testing::free_port;
-
 /// `plantd up`'s default ports: MDP, broker health, and the three buses' frontends and backends.
 const DEFAULT_PORTS: [u16; 8] = [9797, 8081, 11000, 11001, 12000, 12001, 13000, 13001];
 
@@ -59,8 +57,10 @@ fn benches_with_their_own_broker_run_while_the_default_ports_are_taken() {
 
 #[test]
 fn a_bench_broker_that_cannot_bind_names_the_port() {
-    let port = free_port();
-    let _held = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // Bound on port 0 and held: a port found free and bound afterwards can be taken in between
+    // (the other test's clients connect from ephemeral ports of the same range).
+    let held = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = held.local_addr().unwrap().port();
     let started = Instant::now();
     let output = plant(&[
         "bench",
