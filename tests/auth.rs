@@ -2,7 +2,8 @@
 //! service and the logger, each through its own `run`, on free loopback ports. Per-operation and
 //! per-scope decisions (no Go-style bypass), role changes and revocations applied through the bus
 //! without a new login, forged tokens refused by every service, API keys for workers, and a
-//! service that never obtained identity's keys allowing nothing.
+//! service that never obtained identity's keys allowing nothing, and revocations that reach a
+//! service the bus never told (identity's notice log) or one restarted after them.
 
 #[path = "../identity/tests/common/mod.rs"]
 mod identity_harness;
@@ -43,8 +44,8 @@ impl System {
         }
     }
 
-    /// Starts state and logger (tokens required) and waits until both answer.
-    fn start_services(&self) {
+    /// Starts a state service (tokens required, with `auth`) until `stop`.
+    fn spawn_state(&self, auth: AuthConfig, stop: Shutdown) -> tokio::task::JoinHandle<()> {
         let state = plantd_state::StateConfig {
             db: self.h.dir.path().join("state.db"),
             broker_endpoint: self.h.endpoint.clone(),
@@ -52,9 +53,36 @@ impl System {
             health_host: "127.0.0.1".into(),
             health_port: free_port(),
             bus_endpoint: String::new(),
-            auth: self.auth(),
+            auth,
             ..plantd_state::StateConfig::default()
         };
+        self.h.rt.spawn(async move {
+            plantd_state::run(state, stop).await.expect("state runs");
+        })
+    }
+
+    /// The first answer of a state service that has identity's keys (not `UNAVAILABLE`) to
+    /// `list-scopes` with `token`, once it serves at all.
+    fn first_answer(&self, token: &str) -> Value {
+        let body = json!({"token": token}).to_string().into_bytes();
+        let mut answer = Value::Null;
+        wait_for("state to answer with identity's keys", || {
+            let reply = quick_client(&self.h.endpoint)
+                .request(STATE, vec![b"list-scopes".to_vec(), body.clone()]);
+            match reply.map(|r| serde_json::from_slice::<Value>(&r[0]).expect("JSON")) {
+                Ok(reply) if reply_code(&reply) != "UNAVAILABLE" => {
+                    answer = reply;
+                    true
+                }
+                _ => false,
+            }
+        });
+        answer
+    }
+
+    /// Starts state and logger (tokens required) and waits until both answer.
+    fn start_services(&self) {
+        self.spawn_state(self.auth(), self.stop.clone());
         let logger = plantd_logger::LoggerConfig {
             db: self.h.dir.path().join("logger.db"),
             broker_endpoint: self.h.endpoint.clone(),
@@ -67,10 +95,6 @@ impl System {
             auth: self.auth(),
             ..plantd_logger::LoggerConfig::default()
         };
-        let stop = self.stop.clone();
-        self.h.rt.spawn(async move {
-            plantd_state::run(state, stop).await.expect("state runs");
-        });
         let stop = self.stop.clone();
         self.h.rt.spawn(async move {
             plantd_logger::run(logger, stop).await.expect("logger runs");
@@ -337,6 +361,70 @@ fn an_api_key_lets_a_worker_read_its_scope_until_revoked() {
         "",
         "a revoked key gets no new token: {again}"
     );
+}
+
+#[test]
+fn a_service_the_bus_never_told_learns_revocations_and_changes_from_identity() {
+    let mut s = System::without_services();
+    s.h.start_identity();
+    // No event subscription at all: only identity's notice log can tell this state service.
+    let deaf = AuthConfig {
+        event_endpoint: String::new(),
+        ..s.auth()
+    };
+    s.spawn_state(deaf, s.stop.clone());
+    let admin = s.h.admin_token();
+    let user =
+        s.h.create_user(&admin, "operator", "a long enough passphrase");
+    let role = s.h.create_role(&admin, "readers", &["state:scope:list"]);
+    let assignment = json!({"user_id": user, "role_id": role});
+    data(s.h.call_as(&admin, "user", "assign_role", assignment.clone()));
+    let reader = s.h.login("operator", "a long enough passphrase")["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(reply_code(&s.first_answer(&reader)), "");
+
+    // A permission change: the role is taken away.
+    data(s.h.call_as(&admin, "user", "unassign_role", assignment));
+    s.wait_for_state(
+        "the unassigned role to stop granting",
+        &reader,
+        "list-scopes",
+        json!({}),
+        "PERMISSION_DENIED",
+    );
+
+    // A logout.
+    let (_, other) = s.h.user_with(&admin, "analyst", &["state:scope:list"]);
+    assert_eq!(reply_code(&s.state(&other, "list-scopes", json!({}))), "");
+    data(s.h.call("auth", "logout", json!({"token": other})));
+    s.wait_for_state(
+        "the logged-out token to be refused",
+        &other,
+        "list-scopes",
+        json!({}),
+        "TOKEN_REVOKED",
+    );
+}
+
+#[test]
+fn a_state_service_restarted_after_a_logout_refuses_the_token_from_its_first_answer() {
+    let mut s = System::without_services();
+    s.h.start_identity();
+    let admin = s.h.admin_token();
+    let (_, token) = s.h.user_with(&admin, "operator", &["state:scope:list"]);
+    let first = Shutdown::new();
+    let running = s.spawn_state(s.auth(), first.clone());
+    assert_eq!(reply_code(&s.first_answer(&token)), "");
+    first.cancel();
+    s.h.rt.block_on(running).expect("state stops");
+
+    // The revocation goes out while no state service is running to hear it.
+    data(s.h.call("auth", "logout", json!({"token": token})));
+    s.spawn_state(s.auth(), s.stop.clone());
+    let answer = s.first_answer(&token);
+    assert_eq!(reply_code(&answer), "TOKEN_REVOKED", "{answer}");
 }
 
 #[test]

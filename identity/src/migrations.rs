@@ -123,6 +123,14 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 2: the notice log verifiers catch up from (`store::notices`).
+    "CREATE TABLE notices (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ms  INTEGER NOT NULL,
+        topic    TEXT NOT NULL,
+        data     TEXT NOT NULL
+    );
+    CREATE INDEX notices_time ON notices(time_ms);",
 ];
 
 /// The schema version this binary writes.

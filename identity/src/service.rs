@@ -74,6 +74,11 @@ fn check(config: &IdentityConfig) -> Result<(), IdentityError> {
     if config.tokens.access_ttl_secs == 0 || config.tokens.refresh_ttl_secs == 0 {
         return bad("token lifetimes must be positive");
     }
+    if i64::try_from(config.tokens.access_ttl_secs).unwrap_or(i64::MAX)
+        > crate::store::notices::RETENTION_SECS / 2
+    {
+        return bad("tokens.access_ttl_secs must be at most 43200 (12 hours): verifiers catch up on revocations from a log kept for 24 hours");
+    }
     if config.password.min_length == 0 || config.password.min_length > config.password.max_length {
         return bad("password.min_length must be between 1 and password.max_length");
     }

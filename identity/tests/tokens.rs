@@ -367,3 +367,88 @@ fn forged_tokens_are_refused() {
         "PERMISSION_DENIED"
     );
 }
+
+/// `auth/notices` after `after` (with `extra` fields): the reply `data`.
+fn notices(h: &Harness, after: i64, extra: serde_json::Value) -> serde_json::Value {
+    let mut body = json!({"after": after});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    data(h.call("auth", "notices", body))
+}
+
+#[test]
+fn every_revocation_and_grant_change_is_kept_in_the_notice_log() {
+    let mut h = Harness::start();
+    let admin = h.admin_token();
+    let start = notices(&h, 0, json!({}))["last_seq"].as_i64().unwrap();
+    let (user, token) = h.user_with(&admin, "operator", &["state:data:read"]);
+    let sid = parts(&token).1["sid"].as_str().unwrap().to_owned();
+    data(h.call("auth", "logout", json!({"token": token})));
+    let role = h.create_role(&admin, "spare", &["logger:read"]);
+    data(h.call_as(
+        &admin,
+        "user",
+        "assign_role",
+        json!({"user_id": user, "role_id": role}),
+    ));
+
+    let log = notices(&h, start, json!({}));
+    let listed = log["notices"].as_array().unwrap();
+    let topics: Vec<&str> = listed
+        .iter()
+        .map(|n| n["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "org.plantd.identity.changed", // user_with's role
+            "org.plantd.identity.revoked", // the logout
+            "org.plantd.identity.changed", // the spare role
+        ],
+        "{log}"
+    );
+    assert_eq!(listed[1]["data"]["sessions"], json!([sid]));
+    assert_eq!(listed[1]["data"]["reason"], "logout");
+    assert_eq!(listed[2]["data"]["user_ids"], json!([user]));
+    assert_eq!(log["last_seq"], listed[2]["seq"]);
+    assert_eq!(log["more"], false);
+    let seqs: Vec<i64> = listed.iter().map(|n| n["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // Paging: one at a time, from where the last page stopped.
+    let page = notices(&h, start, json!({"limit": 1}));
+    assert_eq!(page["notices"].as_array().unwrap().len(), 1);
+    assert_eq!(page["more"], true);
+    assert_eq!(page["notices"][0]["seq"], seqs[0]);
+    let tail = notices(&h, seqs[2], json!({}));
+    assert_eq!(tail["notices"], json!([]));
+    assert_eq!(tail["more"], false);
+
+    // The log is in the database: a restarted identity still has it.
+    h.stop_identity();
+    h.start_identity();
+    assert_eq!(notices(&h, start, json!({}))["notices"], log["notices"]);
+
+    for (body, field) in [
+        (json!({"after": -1}), "after"),
+        (json!({"after": "1"}), "after"),
+        (json!({"limit": 0}), "limit"),
+        (json!({"limit": 1001}), "limit"),
+    ] {
+        let reply = h.call("auth", "notices", body.clone());
+        assert_eq!(code(&reply), "INVALID_REQUEST", "{body}: {reply}");
+        assert!(reply.to_string().contains(field), "{reply}");
+    }
+}
+
+#[test]
+fn an_access_token_lifetime_beyond_the_notice_log_is_refused() {
+    let mut h = Harness::broker_only();
+    h.config.tokens.access_ttl_secs = 13 * 3600;
+    let stop = plantd_worker_sdk::Shutdown::new();
+    let refused =
+        h.rt.block_on(plantd_identity::run(h.config.clone(), stop))
+            .unwrap_err();
+    assert!(refused.to_string().contains("access_ttl_secs"), "{refused}");
+}

@@ -118,9 +118,8 @@ pub fn body_of(fields: &[String]) -> Result<Map<String, Value>, CliError> {
 /// Whether an identity operation only reads (and may be resent).
 fn access(operation: &str) -> Access {
     match operation {
-        "get" | "list" | "members" | "check_permission" | "validate" | "public_keys" | "check" => {
-            Access::Read
-        }
+        "get" | "list" | "members" | "check_permission" | "validate" | "public_keys"
+        | "notices" | "check" => Access::Read,
         _ => Access::Write,
     }
 }

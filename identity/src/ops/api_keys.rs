@@ -12,7 +12,7 @@ use crate::codes::OpError;
 use crate::permissions::{
     self, API_KEY_CREATE, API_KEY_READ, API_KEY_REVOKE, USER_READ, USER_UPDATE,
 };
-use crate::store::{api_keys, now_secs, sessions};
+use crate::store::{api_keys, notices, now_secs, sessions};
 use crate::tokens::{self, digest, API_KEY_PREFIX};
 
 /// Longest key name.
@@ -112,10 +112,13 @@ fn revoke(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         format!("api_key:{key_id}"),
         "ok",
     );
+    let user_id = key.user_id;
     let ended = id.write_audited(row, move |conn, _| {
         let now = now_secs();
         api_keys::revoke(conn, key_id, now)?;
-        sessions::revoke_where(conn, None, Some(key_id), None, "api_key_revoked", now)
+        let ended = sessions::revoke_where(conn, None, Some(key_id), None, "api_key_revoked", now)?;
+        notices::revoked(conn, &ended, user_id, "api_key_revoked")?;
+        Ok(ended)
     })?;
     end_sessions(id, ended, key.user_id, "api_key_revoked");
     Ok(json!({"revoked": true, "key_id": key_id}))

@@ -1,5 +1,6 @@
 //! `auth/*`: login, refresh (with rotation and reuse detection), logout, validate,
-//! change_password, public_keys, token (API key exchange) and rotate_key.
+//! change_password, public_keys, notices (the revocation and permission-change log verifiers catch
+//! up from), token (API key exchange) and rotate_key.
 //!
 //! Access tokens are Ed25519 JWTs of the SDK's [`Claims`]; each login (or API key exchange) is a
 //! session whose id every token of it carries as `sid`. A refresh token works once: presenting it
@@ -17,7 +18,7 @@ use crate::password;
 use crate::permissions::SYSTEM_ADMIN;
 use crate::store::roles::{self, Grants};
 use crate::store::users::rfc3339;
-use crate::store::{api_keys, keys, now_ms, now_secs, sessions, users};
+use crate::store::{api_keys, keys, notices, now_ms, now_secs, sessions, users};
 use crate::tokens::{self, digest};
 
 /// The longest identifier (username or email) accepted.
@@ -37,6 +38,7 @@ pub(super) fn run(id: &Identity, operation: &str, req: &Request) -> Result<Value
         "validate" => validate(id, req),
         "change_password" => change_password(id, req),
         "public_keys" => public_keys(id),
+        "notices" => notices_after(id, req),
         "token" => exchange(id, req),
         _ => rotate_key(id, req),
     }
@@ -257,6 +259,8 @@ fn refresh(id: &Identity, req: &Request) -> Result<Value, OpError> {
         if presented.used {
             // Only a thief or a replaying client presents a used token: end the session.
             sessions::revoke(conn, &session.id, "refresh_reuse", now)?;
+            let ended = std::slice::from_ref(&session.id);
+            notices::revoked(conn, ended, session.user_id, "refresh_reuse")?;
             row.action = "token.reuse".into();
             row.outcome = "denied".into();
             return Ok(Refreshed::Reused {
@@ -336,9 +340,10 @@ fn logout(id: &Identity, req: &Request) -> Result<Value, OpError> {
         format!("session:{}", caller.session_id),
         "ok",
     );
-    let sid = caller.session_id.clone();
+    let (sid, user_id) = (caller.session_id.clone(), caller.user_id);
     id.write_audited(row, move |conn, _| {
-        sessions::revoke(conn, &sid, "logout", now_secs()).map(drop)
+        sessions::revoke(conn, &sid, "logout", now_secs())?;
+        notices::revoked(conn, &[sid], user_id, "logout")
     })?;
     end_sessions(
         id,
@@ -349,7 +354,8 @@ fn logout(id: &Identity, req: &Request) -> Result<Value, OpError> {
     Ok(json!({"revoked": true, "session": caller.session_id}))
 }
 
-/// Tells every verifier (ours at once, the others over the bus) that `sessions` ended.
+/// Tells every verifier (ours at once, the others over the bus) that `sessions` ended. The caller
+/// has written the notice (`notices::revoked`) in the transaction that ended them.
 pub(super) fn end_sessions(id: &Identity, sessions: Vec<String>, user_id: i64, reason: &str) {
     if sessions.is_empty() {
         return;
@@ -413,14 +419,16 @@ fn change_password(id: &Identity, req: &Request) -> Result<Value, OpError> {
     let ended = id.write_audited(row, move |conn, _| {
         let now = now_secs();
         users::set_password(conn, user_id, &hash, now)?;
-        sessions::revoke_where(
+        let ended = sessions::revoke_where(
             conn,
             Some(user_id),
             None,
             Some(&keep),
             "password_changed",
             now,
-        )
+        )?;
+        notices::revoked(conn, &ended, user_id, "password_changed")?;
+        Ok(ended)
     })?;
     let count = ended.len();
     end_sessions(id, ended, caller.user_id, "password_changed");
@@ -430,6 +438,34 @@ fn change_password(id: &Identity, req: &Request) -> Result<Value, OpError> {
 fn public_keys(id: &Identity) -> Result<Value, OpError> {
     let keys = tokens::public_keys(&id.store, id.settings.tokens.access_ttl_secs)?;
     Ok(serde_json::to_value(keys).unwrap_or_default())
+}
+
+/// Most notices in one `auth/notices` reply, and the default.
+const MAX_NOTICES: i64 = 1000;
+
+/// `auth/notices {after, limit}`: the notice log after `after` (default 0: every notice kept),
+/// oldest first. Open like `public_keys`: it lists session ids and user ids, never a token, and
+/// a verifier has no token of its own to present.
+fn notices_after(id: &Identity, req: &Request) -> Result<Value, OpError> {
+    let after = req.body.opt_int("after")?.unwrap_or(0);
+    if after < 0 {
+        return Err(OpError::invalid("field `after` must not be negative"));
+    }
+    let limit = req.body.opt_int("limit")?.unwrap_or(MAX_NOTICES);
+    if !(1..=MAX_NOTICES).contains(&limit) {
+        return Err(OpError::invalid(format!(
+            "field `limit` must be between 1 and {MAX_NOTICES}"
+        )));
+    }
+    let (mut listed, last_seq) = id.store.read(|conn| {
+        Ok((
+            notices::after(conn, after, limit + 1)?,
+            notices::last_seq(conn)?,
+        ))
+    })?;
+    let more = listed.len() as i64 > limit;
+    listed.truncate(limit as usize);
+    Ok(json!({"notices": listed, "last_seq": last_seq, "more": more}))
 }
 
 /// `auth/token {api_key}`: an access token for an API key (no refresh token: a machine exchanges

@@ -48,6 +48,7 @@ pub const OPERATIONS: &[(&str, &[&str])] = &[
             "validate",
             "change_password",
             "public_keys",
+            "notices",
             "token",
             "rotate_key",
         ],

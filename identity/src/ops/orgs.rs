@@ -9,7 +9,7 @@ use super::{Identity, Request};
 use crate::codes::OpError;
 use crate::permissions::{ORG_CREATE, ORG_DELETE, ORG_READ, ORG_UPDATE};
 use crate::store::orgs::{self, OrgFields};
-use crate::store::{now_secs, roles, users};
+use crate::store::{notices, now_secs, roles, users};
 
 /// Longest name.
 const MAX_NAME: usize = 255;
@@ -145,6 +145,7 @@ fn delete(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
     let members = id.write_audited(row, move |conn, _| {
         let members = orgs::members(conn, org_id)?;
         orgs::delete(conn, org_id)?;
+        notices::changed(conn, &members)?;
         Ok(members)
     })?;
     id.events.changed(members);

@@ -8,8 +8,8 @@ use super::caller::Caller;
 use super::{Identity, Request};
 use crate::codes::OpError;
 use crate::permissions::{self, ROLE_CREATE, ROLE_DELETE, ROLE_READ, ROLE_UPDATE};
-use crate::store::now_secs;
 use crate::store::roles::{self, RoleFields};
+use crate::store::{notices, now_secs};
 
 /// Longest role name.
 const MAX_NAME: usize = 100;
@@ -133,13 +133,17 @@ fn update(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
         format!("role:{role_id}"),
         "ok",
     );
-    let role = id.write_audited(row, move |conn, _| {
+    let (role, changed) = id.write_audited(row, move |conn, _| {
         let role = roles::update(conn, role_id, &fields, now_secs())?;
-        Ok(role)
+        let changed = if grants_change {
+            roles::holders(conn, role_id)?
+        } else {
+            Vec::new()
+        };
+        notices::changed(conn, &changed)?;
+        Ok((role, changed))
     })?;
-    if grants_change {
-        id.events.changed(holders);
-    }
+    id.events.changed(changed);
     Ok(json!({ "role": role }))
 }
 
@@ -158,6 +162,7 @@ fn delete(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
     let holders = id.write_audited(row, move |conn, _| {
         let holders = roles::holders(conn, role_id)?;
         roles::delete(conn, role_id)?;
+        notices::changed(conn, &holders)?;
         Ok(holders)
     })?;
     id.events.changed(holders);

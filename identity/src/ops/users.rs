@@ -15,7 +15,7 @@ use crate::permissions::{
     ORG_UPDATE, ROLE_ASSIGN, USER_CREATE, USER_DELETE, USER_READ, USER_UPDATE,
 };
 use crate::store::users::{NewUser, UserFilter, UserKey, UserUpdate};
-use crate::store::{now_secs, orgs, roles, sessions, users, StoreError};
+use crate::store::{notices, now_secs, orgs, roles, sessions, users, StoreError};
 
 /// Longest username.
 const MAX_USERNAME: usize = 50;
@@ -210,6 +210,7 @@ fn apply(
         } else {
             sessions::revoke_where(conn, Some(user_id), None, None, "deactivated", now)?
         };
+        notices::revoked(conn, &ended, user_id, "deactivated")?;
         Ok((user, ended))
     })?;
     end_sessions(id, ended, user_id, "deactivated");
@@ -232,6 +233,7 @@ fn delete(id: &Identity, req: &Request, caller: &Caller) -> Result<Value, OpErro
     let ended = id.write_audited(row, move |conn, _| {
         users::get(conn, user_id)?;
         let ended = sessions::revoke_where(conn, Some(user_id), None, None, "deleted", now_secs())?;
+        notices::revoked(conn, &ended, user_id, "deleted")?;
         users::delete(conn, user_id)?;
         Ok(ended)
     })?;
@@ -365,7 +367,7 @@ fn assign_role(
         } else {
             roles::unassign(conn, user_id, role_id, org)?;
         }
-        Ok(())
+        notices::changed(conn, &[user_id])
     })?;
     id.events.changed(vec![user_id]);
     Ok(json!({
@@ -401,7 +403,7 @@ fn membership(id: &Identity, req: &Request, caller: &Caller, add: bool) -> Resul
         } else {
             orgs::remove_member(conn, org_id, user_id)?;
         }
-        Ok(())
+        notices::changed(conn, &[user_id])
     })?;
     id.events.changed(vec![user_id]);
     Ok(json!({"user_id": user_id, "org_id": org_id, "member": add}))

@@ -12,6 +12,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod keys;
+pub mod notices;
 pub mod orgs;
 pub mod roles;
 pub mod sessions;

@@ -1,6 +1,7 @@
 //! Identity's events as verifiers read them: the topics, their payloads, and [`listen`], the
 //! thread that subscribes to the `event` bus, applies revocations and permission changes to a
-//! [`TokenVerifier`], and keeps its public keys fresh.
+//! [`TokenVerifier`], catches up from identity's notice log what the bus lost, and keeps the
+//! verifier's public keys fresh.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -44,26 +45,31 @@ pub struct Changed {
 impl TokenVerifier {
     /// Applies one event from identity; other topics are ignored. Returns whether it applied.
     pub fn apply_event(&self, topic: &str, event: &Event) -> bool {
+        self.apply_notice(topic, &event.data, event.time.timestamp())
+            .is_some()
+    }
+
+    /// Applies a revocation or permission change (`data` of `topic`, made at Unix time `at`), as
+    /// an event or a notice carries it: `None` if it is neither or malformed, else whether it was
+    /// news.
+    pub(super) fn apply_notice(
+        &self,
+        topic: &str,
+        data: &serde_json::Value,
+        at: i64,
+    ) -> Option<bool> {
         if topic == REVOKED_TOPIC {
-            match serde_json::from_value::<Revoked>(event.data.clone()) {
-                Ok(revoked) => {
-                    self.revoke_sessions(&revoked.sessions);
-                    return true;
-                }
-                Err(e) => tracing::warn!(error = %e, "ignoring a malformed revocation event"),
+            match Revoked::deserialize(data) {
+                Ok(revoked) => return Some(self.revoke_sessions(&revoked.sessions)),
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed revocation"),
             }
         } else if topic == CHANGED_TOPIC {
-            match serde_json::from_value::<Changed>(event.data.clone()) {
-                Ok(changed) => {
-                    self.grants_changed(&changed.user_ids, event.time.timestamp());
-                    return true;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring a malformed permission-change event")
-                }
+            match Changed::deserialize(data) {
+                Ok(changed) => return Some(self.grants_changed(&changed.user_ids, at)),
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed permission change"),
             }
         }
-        false
+        None
     }
 }
 
@@ -71,10 +77,13 @@ impl TokenVerifier {
 const POLL: Duration = Duration::from_millis(200);
 /// Until keys are first obtained, the listener asks this often.
 const FIRST_FETCH_RETRY: Duration = Duration::from_secs(1);
+/// How often the listener reads identity's notice log: the longest a revocation the bus lost
+/// stays unknown here.
+pub const CATCH_UP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Starts the thread that feeds `verifier` from the event bus backend at `endpoint` (empty: no
-/// subscription, keys only; a CURVE client with `curve`) and refreshes its keys every
-/// `key_refresh`. Ends on `shutdown`.
+/// subscription; a CURVE client with `curve`), catches up from identity's notice log every
+/// [`CATCH_UP_INTERVAL`] and refreshes its keys every `key_refresh`. Ends on `shutdown`.
 pub fn listen(
     verifier: TokenVerifier,
     endpoint: &str,
@@ -105,8 +114,23 @@ fn run(
     shutdown: Shutdown,
 ) {
     let mut next_fetch = Instant::now();
+    let mut next_catch_up = Instant::now();
     let mut warned = false;
+    let mut catch_up_warned = false;
     while !shutdown.is_cancelled() {
+        // Before the first key fetch, so no token is accepted before known revocations are.
+        if Instant::now() >= next_catch_up {
+            match verifier.catch_up() {
+                Ok(0) => {}
+                Ok(news) => tracing::debug!(news, "caught up on identity's notices"),
+                Err(e) if !catch_up_warned => {
+                    tracing::warn!(error = %e, "cannot read identity's notice log yet; will retry");
+                    catch_up_warned = true;
+                }
+                Err(_) => {}
+            }
+            next_catch_up = Instant::now() + CATCH_UP_INTERVAL;
+        }
         if Instant::now() >= next_fetch {
             match verifier.refresh_keys() {
                 Ok(_) => next_fetch = Instant::now() + key_refresh,
@@ -126,7 +150,7 @@ fn run(
             }
         }
         let Some((sub, monitor)) = subscriber.as_mut() else {
-            let until = next_fetch.min(Instant::now() + POLL);
+            let until = next_fetch.min(next_catch_up).min(Instant::now() + POLL);
             std::thread::sleep(until.saturating_duration_since(Instant::now()));
             continue;
         };

@@ -35,7 +35,7 @@ pub use claims::{Claims, Principal, TokenKind, AUDIENCE, ISSUER};
 pub use config::{AuthConfig, AuthMode};
 pub use error::AuthError;
 pub use keys::{Jwk, KeySet, PublicKeys};
-pub use source::{CurrentGrants, IdentitySource, MdpIdentity, Validation};
+pub use source::{CurrentGrants, IdentitySource, MdpIdentity, Notice, NoticePage, Validation};
 pub use verifier::{TokenVerifier, VerifierStats};
 
 /// The permission that grants every other.

@@ -1,5 +1,6 @@
-//! Where a verifier gets identity's public keys and a user's current permissions:
-//! [`IdentitySource`], and [`MdpIdentity`], which asks `org.plantd.Identity` through the broker.
+//! Where a verifier gets identity's public keys, a user's current permissions and the notice log
+//! of revocations and permission changes: [`IdentitySource`], and [`MdpIdentity`], which asks
+//! `org.plantd.Identity` through the broker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -76,6 +77,32 @@ impl Validation {
     }
 }
 
+/// One entry of identity's notice log (`auth/notices`): a revocation or a permission change, with
+/// the topic and `data` of the bus event that carried the same news.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Its place in the log; later notices have higher numbers.
+    pub seq: u64,
+    /// `org.plantd.identity.revoked` or `org.plantd.identity.changed`.
+    pub topic: String,
+    /// When identity wrote it (Unix ms).
+    pub time_ms: i64,
+    /// A [`Revoked`](super::events::Revoked) or a [`Changed`](super::events::Changed).
+    pub data: Value,
+}
+
+/// The `data` of an `auth/notices` reply.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NoticePage {
+    /// Notices after the number asked for, oldest first.
+    pub notices: Vec<Notice>,
+    /// The newest notice's number in the log (0: empty).
+    pub last_seq: u64,
+    /// Whether more notices follow the last one listed.
+    #[serde(default)]
+    pub more: bool,
+}
+
 /// Where keys and current grants come from. Calls may block (a network round trip); the verifier
 /// makes them rarely: at start, on an unknown `kid`, and after a permission change.
 pub trait IdentitySource: Send + Sync {
@@ -83,9 +110,16 @@ pub trait IdentitySource: Send + Sync {
     fn public_keys(&self) -> Result<PublicKeys, AuthError>;
     /// The current grants behind `token`, or why it is refused.
     fn current_grants(&self, token: &str) -> Result<CurrentGrants, AuthError>;
+    /// The notice log after `after`, oldest first. A source without a log (tests, tools) has
+    /// none.
+    fn notices(&self, after: u64) -> Result<NoticePage, AuthError> {
+        let _ = after;
+        Ok(NoticePage::default())
+    }
 }
 
-/// Asks identity over MDP: `[auth, public_keys, {}]` and `[auth, validate, {token}]`.
+/// Asks identity over MDP: `[auth, public_keys, {}]`, `[auth, validate, {token}]` and
+/// `[auth, notices, {after}]`.
 #[derive(Clone)]
 pub struct MdpIdentity {
     client: Client,
@@ -145,5 +179,9 @@ impl IdentitySource for MdpIdentity {
     fn current_grants(&self, token: &str) -> Result<CurrentGrants, AuthError> {
         self.call::<Validation>("validate", serde_json::json!({ "token": token }))?
             .into_grants()
+    }
+
+    fn notices(&self, after: u64) -> Result<NoticePage, AuthError> {
+        self.call("notices", serde_json::json!({ "after": after }))
     }
 }

@@ -60,6 +60,8 @@ struct FixedIdentity {
     grants: Arc<Mutex<CurrentGrants>>,
     key_fetches: Arc<AtomicUsize>,
     grant_lookups: Arc<AtomicUsize>,
+    /// The notice log, served two at a time.
+    notices: Arc<Mutex<Vec<Notice>>>,
 }
 
 impl FixedIdentity {
@@ -86,6 +88,29 @@ impl IdentitySource for FixedIdentity {
     fn current_grants(&self, _token: &str) -> Result<CurrentGrants, AuthError> {
         self.grant_lookups.fetch_add(1, Ordering::SeqCst);
         Ok(self.grants.lock().unwrap().clone())
+    }
+    fn notices(&self, after: u64) -> Result<NoticePage, AuthError> {
+        let log = self.notices.lock().unwrap();
+        let later: Vec<Notice> = log.iter().filter(|n| n.seq > after).cloned().collect();
+        Ok(NoticePage {
+            more: later.len() > 2,
+            notices: later.into_iter().take(2).collect(),
+            last_seq: log.last().map_or(0, |n| n.seq),
+        })
+    }
+}
+
+impl FixedIdentity {
+    /// Appends a notice to the log, numbered after the last.
+    fn notice(&self, topic: &str, data: serde_json::Value) {
+        let mut log = self.notices.lock().unwrap();
+        let seq = log.last().map_or(0, |n| n.seq) + 1;
+        log.push(Notice {
+            seq,
+            topic: topic.into(),
+            time_ms: chrono::Utc::now().timestamp_millis(),
+            data,
+        });
     }
 }
 
@@ -250,6 +275,70 @@ fn revoked_sessions_are_refused_even_when_cached() {
         AuthError::TokenRevoked
     );
     assert_eq!(verifier.stats().revocations_received, 1);
+}
+
+#[test]
+fn a_revocation_the_bus_lost_arrives_from_the_notice_log() {
+    let key = test_key();
+    let identity = FixedIdentity::with_keys(&[&key]);
+    let verifier = TokenVerifier::new(identity.clone());
+    let (five, six) = (claims(5, &["a:b:c"], 600), claims(6, &["a:b:c"], 600));
+    let (token5, token6) = (sign(&key, &five), sign(&key, &six));
+    assert!(verifier.verify(&token5).is_ok());
+    assert!(verifier.verify(&token6).is_ok());
+    assert_eq!(verifier.catch_up().unwrap(), 0, "an empty log");
+
+    // Three notices: more than one page. No bus event ever arrives.
+    identity.notice(
+        events::REVOKED_TOPIC,
+        serde_json::json!({"sessions": [five.sid], "user_id": 5, "reason": "logout"}),
+    );
+    identity.notice(events::CHANGED_TOPIC, serde_json::json!({"user_ids": [77]}));
+    identity.notice(
+        events::REVOKED_TOPIC,
+        serde_json::json!({"sessions": [six.sid], "user_id": 6, "reason": "deactivated"}),
+    );
+    assert_eq!(verifier.catch_up().unwrap(), 3);
+    assert_eq!(
+        verifier.verify(&token5).unwrap_err(),
+        AuthError::TokenRevoked
+    );
+    assert_eq!(
+        verifier.verify(&token6).unwrap_err(),
+        AuthError::TokenRevoked
+    );
+    let stats = verifier.stats();
+    assert_eq!((stats.notice_seq, stats.notices_caught_up), (3, 3));
+    assert_eq!(stats.revocations_received, 2);
+    assert_eq!(
+        verifier.catch_up().unwrap(),
+        0,
+        "read from where it stopped"
+    );
+
+    // The bus delivers the first revocation late: applied, but not news.
+    let late = crate::bus::Event::new(
+        "org.plantd.Identity",
+        "identity.revoked",
+        serde_json::json!({"sessions": [five.sid], "user_id": 5, "reason": "logout"}),
+    );
+    assert!(verifier.apply_event(events::REVOKED_TOPIC, &late));
+    assert_eq!(verifier.stats().revocations_received, 2);
+
+    // Identity's database was replaced: its log starts again at 1, and is read from the start.
+    let seven = claims(7, &["a:b:c"], 600);
+    let token7 = sign(&key, &seven);
+    assert!(verifier.verify(&token7).is_ok());
+    identity.notices.lock().unwrap().clear();
+    identity.notice(
+        events::REVOKED_TOPIC,
+        serde_json::json!({"sessions": [seven.sid], "user_id": 7, "reason": "logout"}),
+    );
+    assert_eq!(verifier.catch_up().unwrap(), 1);
+    assert_eq!(
+        verifier.verify(&token7).unwrap_err(),
+        AuthError::TokenRevoked
+    );
 }
 
 #[test]

@@ -52,6 +52,9 @@ struct Inner {
     events_connected: AtomicBool,
     revocations_received: AtomicU64,
     changes_received: AtomicU64,
+    /// The last notice read from identity's log; held while catching up (one at a time).
+    notice_seq: Mutex<u64>,
+    notices_caught_up: AtomicU64,
 }
 
 #[derive(Default)]
@@ -73,10 +76,14 @@ pub struct VerifierStats {
     pub cached: usize,
     /// Whether the revocation subscriber is connected to the event bus.
     pub events_connected: bool,
-    /// Revocation events applied.
+    /// Revocations applied (from the bus or the notice log) that were news to this verifier.
     pub revocations_received: u64,
-    /// Permission-change events applied.
+    /// Permission changes applied that were news to this verifier.
     pub changes_received: u64,
+    /// Notices that reached this verifier from identity's log before (or instead of) the bus.
+    pub notices_caught_up: u64,
+    /// The last notice read from identity's log.
+    pub notice_seq: u64,
 }
 
 impl TokenVerifier {
@@ -108,6 +115,8 @@ impl TokenVerifier {
                 events_connected: AtomicBool::new(false),
                 revocations_received: AtomicU64::new(0),
                 changes_received: AtomicU64::new(0),
+                notice_seq: Mutex::new(0),
+                notices_caught_up: AtomicU64::new(0),
             }),
         }
     }
@@ -191,15 +200,20 @@ impl TokenVerifier {
     }
 
     /// Ends every token of these sessions, now and for as long as one of them could live.
-    pub fn revoke_sessions<S: AsRef<str>>(&self, sessions: &[S]) {
+    /// Returns whether any of them was news (not already revoked here).
+    pub fn revoke_sessions<S: AsRef<str>>(&self, sessions: &[S]) -> bool {
         let forget_at = unix_now() + self.ttl_secs() + 2 * LEEWAY_SECS;
         let mut revoked = self.inner.revoked.lock().unwrap();
         revoked.retain(|_, &mut until| until > unix_now());
         let ended: HashSet<&str> = sessions.iter().map(AsRef::as_ref).collect();
+        let mut news = false;
         for sid in &ended {
-            revoked.insert((*sid).to_owned(), forget_at);
+            news |= revoked.insert((*sid).to_owned(), forget_at).is_none();
         }
         drop(revoked);
+        if !news {
+            return false;
+        }
         self.inner
             .cache
             .lock()
@@ -208,20 +222,28 @@ impl TokenVerifier {
         self.inner
             .revocations_received
             .fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The grants of these users changed at `at` (identity's Unix time): their tokens issued
-    /// until then get their grants from identity on next use.
-    pub fn grants_changed(&self, users: &[u64], at: i64) {
+    /// until then get their grants from identity on next use. Returns whether it was news (not
+    /// older than every change already known for them).
+    pub fn grants_changed(&self, users: &[u64], at: i64) -> bool {
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
         let mut changed = self.inner.changed.lock().unwrap();
         let horizon = unix_now() - self.ttl_secs() - 2 * LEEWAY_SECS;
         changed.retain(|_, &mut t| t > horizon);
+        let mut news = false;
         for &user in users {
-            let entry = changed.entry(user).or_insert(at);
-            *entry = (*entry).max(at);
+            // Times are whole seconds: a second change within the same one is news too.
+            let known = changed.entry(user).or_insert(i64::MIN);
+            news |= at >= *known;
+            *known = (*known).max(at);
         }
         drop(changed);
+        if !news {
+            return false;
+        }
         let users: HashSet<u64> = users.iter().copied().collect();
         self.inner
             .cache
@@ -229,6 +251,38 @@ impl TokenVerifier {
             .unwrap()
             .retain(|_, p| !users.contains(&p.user_id));
         self.inner.changes_received.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Reads identity's notice log from where the last call stopped and applies every revocation
+    /// and permission change in it, so news the bus lost (not yet subscribed, disconnected,
+    /// restarted, dropped) still arrives. Returns how many notices were news.
+    pub fn catch_up(&self) -> Result<usize, AuthError> {
+        let mut seq = self.inner.notice_seq.lock().unwrap();
+        let mut news = 0;
+        loop {
+            let page = self.inner.source.notices(*seq)?;
+            if page.last_seq < *seq {
+                // A different log (identity's database was replaced): read it from the start.
+                *seq = 0;
+                continue;
+            }
+            for notice in &page.notices {
+                if self.apply_notice(&notice.topic, &notice.data, notice.time_ms.div_euclid(1000))
+                    == Some(true)
+                {
+                    news += 1;
+                }
+                *seq = (*seq).max(notice.seq);
+            }
+            if !page.more || page.notices.is_empty() {
+                break;
+            }
+        }
+        self.inner
+            .notices_caught_up
+            .fetch_add(news as u64, Ordering::Relaxed);
+        Ok(news)
     }
 
     /// Fetches identity's public keys now, replacing those held.
@@ -248,6 +302,8 @@ impl TokenVerifier {
             events_connected: self.inner.events_connected.load(Ordering::Relaxed),
             revocations_received: self.inner.revocations_received.load(Ordering::Relaxed),
             changes_received: self.inner.changes_received.load(Ordering::Relaxed),
+            notices_caught_up: self.inner.notices_caught_up.load(Ordering::Relaxed),
+            notice_seq: *self.inner.notice_seq.lock().unwrap(),
         }
     }
 
