@@ -268,6 +268,22 @@ fn login_as_the_bootstrap_admin_and_a_wrong_password_shows_an_error_and_no_cooki
     assert_eq!(b.js("return document.body.dataset.page;"), "login");
 }
 
+/// Each heading of the table at `table` sits where its column's values in the row at `row` do
+/// (numbers right, names left).
+fn assert_headings_aligned(b: &Browser, table: &str, row: &str) {
+    let misaligned = b.js(&format!(
+        "const row = document.querySelector('{row}'); \
+         const heads = [...document.querySelectorAll('{table} thead th')]; \
+         return heads.filter((th, i) => getComputedStyle(th).textAlign \
+             !== getComputedStyle(row.cells[i]).textAlign).map(th => th.textContent);"
+    ));
+    assert_eq!(
+        misaligned,
+        json!([]),
+        "{table}: headings aligned unlike their column"
+    );
+}
+
 #[test]
 fn the_overview_lists_services_and_a_new_worker_appears_and_disappears_live() {
     let Some(dash) = Dash::start("overview") else {
@@ -324,6 +340,11 @@ fn the_overview_lists_services_and_a_new_worker_appears_and_disappears_live() {
         ),
     );
     assert_eq!(shown("errors"), 0, "echo answered every request");
+    assert_headings_aligned(
+        b,
+        "#services-table",
+        &format!("#services-body tr[data-service=\"{echo}\"]"),
+    );
     // A marker that a reload would lose.
     b.js("window.__notReloaded = true; return true;");
 
@@ -354,6 +375,8 @@ fn the_overview_lists_services_and_a_new_worker_appears_and_disappears_live() {
         ),
     );
     assert_eq!(dialect, "0.2");
+    let workers = format!("#workers-list [data-service=\"{TEST_SERVICE}\"]");
+    assert_headings_aligned(b, &workers, &format!("{workers} tr[data-worker]"));
 
     dash.open("overview");
     stop.cancel();

@@ -374,7 +374,7 @@
         el('h2', { text: s.name + ' (' + s.workers + ')' }),
         el('div', { class: 'scroll' }, el('table', {},
           el('thead', {}, el('tr', {}, ...['Worker', 'Dialect', 'State', 'Credit', 'In flight', 'Requests', 'Last seen']
-            .map((h) => el('th', { scope: 'col', text: h })))),
+            .map((h, i) => el('th', i >= 3 ? { scope: 'col', class: 'num', text: h } : { scope: 'col', text: h })))),
           el('tbody', {}, ...rows)))));
     }
   }
