@@ -35,6 +35,10 @@ enum Command {
         /// File holding the target's password (mode 0600) [env: PLANTD_LOGGER_POSTGRES__PASSWORD_FILE].
         #[arg(long, env = "PLANTD_LOGGER_POSTGRES__PASSWORD_FILE")]
         password_file: Option<PathBuf>,
+        /// CA certificates (PEM) the target's TLS certificate must chain to; default: the
+        /// system's roots [env: PLANTD_LOGGER_POSTGRES__TLS_ROOT_CERT].
+        #[arg(long, env = "PLANTD_LOGGER_POSTGRES__TLS_ROOT_CERT")]
+        tls_root_cert: Option<PathBuf>,
         /// Empty a target that already holds rows instead of refusing it.
         #[arg(long)]
         replace: bool,
@@ -72,11 +76,13 @@ fn main() -> Result<()> {
         from,
         dsn,
         password_file,
+        tls_root_cert,
         replace,
     }) = cli.command
     {
         let target = plantd_pg_util::PostgresConfig {
             password_file,
+            tls_root_cert,
             ..plantd_pg_util::PostgresConfig::with_dsn(dsn)
         };
         let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;

@@ -6,6 +6,10 @@
 //! others) keeps it out of config files and the environment. The password is a secret: the DSN is
 //! serialized (`--print-config`) and logged only in its [`redacted`](PostgresConfig::redacted_dsn)
 //! form.
+//!
+//! TLS follows the DSN's `sslmode`: `disable` never uses it, `require` always does, and `prefer`
+//! (the default) does when the server offers it. Whenever TLS is used the server's certificate and
+//! host name are verified ([`crate::tls`]) against `tls_root_cert` or the system's roots.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -13,6 +17,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde::{Deserialize, Serialize, Serializer};
+use tokio_postgres::config::SslMode;
 
 /// Why PostgreSQL could not be reached or used.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +47,9 @@ pub enum PgError {
         /// Cause.
         reason: String,
     },
+    /// The TLS settings are unusable (an unreadable or empty `tls_root_cert`).
+    #[error("postgres.tls_root_cert {0}")]
+    Tls(String),
     /// A statement failed.
     #[error("postgres: {0}")]
     Db(#[from] tokio_postgres::Error),
@@ -59,6 +67,8 @@ pub struct PostgresConfig {
     pub pool_size: usize,
     /// Seconds to wait for a connection (connect and pool wait) before the request fails.
     pub connect_timeout_secs: u64,
+    /// PEM file of the CA certificates a TLS server must chain to (default: the system's roots).
+    pub tls_root_cert: Option<PathBuf>,
 }
 
 impl Default for PostgresConfig {
@@ -68,6 +78,7 @@ impl Default for PostgresConfig {
             password_file: None,
             pool_size: 16,
             connect_timeout_secs: 10,
+            tls_root_cert: None,
         }
     }
 }
@@ -81,12 +92,14 @@ impl Serialize for PostgresConfig {
             password_file: &'a Option<PathBuf>,
             pool_size: usize,
             connect_timeout_secs: u64,
+            tls_root_cert: &'a Option<PathBuf>,
         }
         Shown {
             dsn: self.redacted_dsn(),
             password_file: &self.password_file,
             pool_size: self.pool_size,
             connect_timeout_secs: self.connect_timeout_secs,
+            tls_root_cert: &self.tls_root_cert,
         }
         .serialize(s)
     }
@@ -135,23 +148,41 @@ impl PostgresConfig {
     pub async fn connect(&self, pool: &Pool) -> Result<deadpool_postgres::Object, PgError> {
         pool.get().await.map_err(|e| PgError::Connect {
             dsn: self.redacted_dsn(),
-            reason: e.to_string(),
+            reason: with_causes(&e),
         })
     }
 }
 
+/// `e` and each of its causes, `: `-separated: the pool's own message is only "db error" or
+/// "error performing TLS handshake"; the server's reason and the certificate problem are causes.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let shown = c.to_string();
+        if !text.ends_with(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// A pool of connections made with `pg` (a [`PostgresConfig::pg_config`] a caller adjusted),
-/// sized and timed as `settings` says.
+/// sized and timed as `settings` says, over verified TLS unless `pg`'s `sslmode` is `disable`.
 pub fn pool_from(pg: tokio_postgres::Config, settings: &PostgresConfig) -> Result<Pool, PgError> {
     {
         let this = settings;
-        let manager = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if pg.get_ssl_mode() == SslMode::Disable {
+            Manager::from_config(pg, tokio_postgres::NoTls, manager_config())
+        } else {
+            let tls = crate::tls::connector(this.tls_root_cert.as_deref())?;
+            Manager::from_config(pg, tls, manager_config())
+        };
         let wait = Duration::from_secs(this.connect_timeout_secs.max(1));
         Pool::builder(manager)
             .max_size(this.pool_size.max(1))

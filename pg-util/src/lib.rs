@@ -2,7 +2,8 @@
 //!
 //! - [`blocking`]: [`BlockingRuntime`], a store's own runtime with a blocking `run`.
 //! - [`config`]: [`PostgresConfig`], the `postgres:` settings block (DSN, password file, pool
-//!   size), with the password kept out of logs and `--print-config`.
+//!   size, TLS root certificate), with the password kept out of logs and `--print-config`.
+//! - [`tls`]: the rustls connector, verifying the server's certificate and host name.
 //! - [`migrations`]: versioned schema migrations recorded in a table, applied once under an
 //!   advisory lock so several services starting together take turns.
 //! - [`testing`]: a private PostgreSQL cluster for tests (run as the `postgres` user when we are
@@ -12,6 +13,7 @@ pub mod blocking;
 pub mod config;
 pub mod migrations;
 pub mod testing;
+pub mod tls;
 
 pub use blocking::BlockingRuntime;
 pub use config::{PgError, PostgresConfig};

@@ -1,6 +1,6 @@
 //! A private PostgreSQL cluster for tests: `initdb` into a tempdir, `pg_ctl start` on a free
 //! loopback port with its own unix-socket directory, one cluster per test binary, a fresh database
-//! per test.
+//! per test; and [`tls_cluster`], one of its own that accepts TCP connections only over TLS.
 //!
 //! PostgreSQL refuses to run as root, so when we are root the cluster belongs to (and runs as) the
 //! `postgres` user (`runuser`). Readiness is `pg_isready`, polled. A watchdog process stops the
@@ -35,20 +35,40 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 /// missing while required.
 pub fn cluster() -> Option<&'static Cluster> {
     CLUSTER
-        .get_or_init(|| match find_bin() {
-            Some(bin) => Some(Cluster::start(bin)),
-            None if std::env::var_os(REQUIRE_VAR).is_some() => {
-                panic!("{REQUIRE_VAR} is set but initdb/pg_ctl were not found")
-            }
-            None => {
-                eprintln!(
-                    "SKIPPED: PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql \
-                     or set {REQUIRE_VAR}=1 to make this a failure"
-                );
-                None
-            }
-        })
+        .get_or_init(|| installed_bin().map(|bin| Cluster::start(bin, None)))
         .as_ref()
+}
+
+/// A server certificate and its private key, PEM.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerTls<'a> {
+    /// The certificate (chain), PEM.
+    pub cert_pem: &'a str,
+    /// Its private key, PEM.
+    pub key_pem: &'a str,
+}
+
+/// A new cluster of its own presenting `tls` and refusing TCP connections without TLS (its
+/// `pg_hba.conf` has `hostssl` lines only), or `None` (skip) as [`cluster`].
+pub fn tls_cluster(tls: ServerTls<'_>) -> Option<Cluster> {
+    installed_bin().map(|bin| Cluster::start(bin, Some(tls)))
+}
+
+/// Where the binaries are; `None` after printing why, or a panic under [`REQUIRE_VAR`].
+fn installed_bin() -> Option<PathBuf> {
+    match find_bin() {
+        Some(bin) => Some(bin),
+        None if std::env::var_os(REQUIRE_VAR).is_some() => {
+            panic!("{REQUIRE_VAR} is set but initdb/pg_ctl were not found")
+        }
+        None => {
+            eprintln!(
+                "SKIPPED: PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql \
+                 or set {REQUIRE_VAR}=1 to make this a failure"
+            );
+            None
+        }
+    }
 }
 
 /// A DSN of a fresh, empty database in this binary's cluster, or `None` (skip) as [`cluster`].
@@ -90,7 +110,7 @@ fn is_root() -> bool {
 }
 
 impl Cluster {
-    fn start(bin: PathBuf) -> Cluster {
+    fn start(bin: PathBuf, tls: Option<ServerTls<'_>>) -> Cluster {
         let run_as_postgres = is_root();
         let base = std::env::temp_dir().join(format!(
             "plantd-pg-{}-{}",
@@ -158,12 +178,16 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(tls) = tls {
+            write_server_tls(&data, tls, run_as_postgres);
+        }
+        let ssl = if tls.is_some() { " -c ssl=on" } else { "" };
         // Another test binary may take the port between free_port and the bind: retry.
         for attempt in 0.. {
             let port = free_port();
             let options = format!(
                 "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
-                 -c fsync=off -c full_page_writes=off -c shared_buffers=32MB",
+                 -c fsync=off -c full_page_writes=off -c shared_buffers=32MB{ssl}",
                 socket_dir.display()
             );
             let out = cluster("pg_ctl")
@@ -271,6 +295,34 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         self.dsn(&name)
+    }
+}
+
+/// Puts `tls` where the server reads it by default (`server.crt`, `server.key`, the key 0600 as
+/// PostgreSQL demands) and allows TCP connections only over TLS.
+fn write_server_tls(data: &Path, tls: ServerTls<'_>, run_as_postgres: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let files = [
+        ("server.crt", tls.cert_pem),
+        ("server.key", tls.key_pem),
+        (
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        ),
+    ];
+    for (name, text) in files {
+        let path = data.join(name);
+        std::fs::write(&path, text).expect("write the cluster's TLS files");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the cluster's TLS files");
+        if run_as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&path)
+                .status()
+                .expect("run chown");
+            assert!(status.success(), "chown {name} to postgres");
+        }
     }
 }
 
