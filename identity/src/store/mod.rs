@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use plantd_sqlite_util::{integrity, DatabaseCheck, IntegrityError};
-use rusqlite::{Connection, OpenFlags};
+use plantd_sqlite_util::{open_reader, open_writer, DatabaseCheck, IntegrityError};
+use plantd_sqlite_util::{OpenError, WriterSettings};
+use rusqlite::Connection;
 
 use crate::migrations::{self, MigrationError};
 
@@ -117,23 +117,14 @@ impl Store {
     /// migrates it and starts the writer thread. `health` hears about every commit.
     pub fn open(path: impl AsRef<Path>, health: Option<DatabaseCheck>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        create_private(&path)?;
-        let mut conn = Connection::open(&path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // Before anything writes to it: serving from a damaged file spreads the damage.
-        integrity::check_connection(&conn, &path)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Commit(format!(
-                "cannot switch {} to WAL (journal_mode is {mode})",
-                path.display()
-            )));
-        }
-        // FULL: a revocation or a used refresh token that was acknowledged must survive a
-        // power loss, or a stolen refresh token could be replayed after a crash.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let settings = WriterSettings {
+            // FULL: a revocation or a used refresh token that was acknowledged must survive a
+            // power loss, or a stolen refresh token could be replayed after a crash.
+            synchronous: "FULL",
+            // It holds password hashes and signing keys.
+            private: true,
+        };
+        let mut conn = open_writer(&path, settings)?;
         migrations::migrate(&mut conn)?;
 
         let (tx, rx) = mpsc::channel();
@@ -234,37 +225,15 @@ impl Store {
     }
 }
 
-/// Creates `path` (and its directory) readable by its owner only, unless it exists. SQLite gives
-/// the `-wal` and `-shm` files the database file's permissions.
-fn create_private(path: &Path) -> Result<(), StoreError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-            context: format!("cannot create directory {}", parent.display()),
-            source,
-        })?;
+impl From<OpenError> for StoreError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Io { context, source } => StoreError::Io { context, source },
+            OpenError::Integrity(e) => StoreError::Integrity(e),
+            OpenError::Sqlite(e) => StoreError::Sqlite(e),
+            not_wal @ OpenError::NotWal { .. } => StoreError::Commit(not_wal.to_string()),
+        }
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(StoreError::Io {
-            context: format!("cannot create {}", path.display()),
-            source,
-        }),
-    }
-}
-
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "query_only", "ON")?;
-    Ok(conn)
 }
 
 /// Unix milliseconds now.

@@ -12,13 +12,12 @@ pub mod postgres;
 pub mod query;
 pub mod writer;
 
+use plantd_sqlite_util::{open_reader, open_writer, IntegrityError, OpenError};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-
-use plantd_sqlite_util::{integrity, IntegrityError};
-use rusqlite::{Connection, OpenFlags};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use postgres::PgLogStore;
@@ -26,8 +25,6 @@ use postgres::PgLogStore;
 pub use migrations::{MigrationError, SCHEMA_VERSION};
 pub use writer::{spawn_writer, WriterSettings};
 
-/// How long a connection waits for a lock before giving up (the writer holds it per batch only).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rows deleted per retention statement, so one pass never holds the write lock for long.
 const RETENTION_CHUNK: u64 = 10_000;
 
@@ -43,6 +40,9 @@ pub enum StoreError {
     /// The file failed `PRAGMA quick_check` when it was opened.
     #[error(transparent)]
     Integrity(#[from] IntegrityError),
+    /// The file or its directory could not be created, or it would not go into WAL mode.
+    #[error(transparent)]
+    Open(OpenError),
     /// PostgreSQL failed (a statement, or the connection).
     #[error("postgres: {0}")]
     Postgres(#[from] plantd_pg_util::tokio_postgres::Error),
@@ -242,20 +242,20 @@ pub struct Deleted {
     pub events: u64,
 }
 
-/// Opens (creating if needed) the database for writing: checked with `PRAGMA quick_check` (a
-/// damaged file is [`StoreError::Integrity`]), WAL, `synchronous=NORMAL`, migrated.
+/// Opens (creating if needed, mode 0600) the database for writing: checked with `PRAGMA
+/// quick_check` (a damaged file is [`StoreError::Integrity`]), WAL, `synchronous=NORMAL`,
+/// migrated.
 pub fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // A missing directory would otherwise surface as SQLite's vaguer "unable to open".
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let mut conn = Connection::open(path)?;
-    // First of all: another process opening the same file may hold a lock for a moment.
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    // Before anything writes to it: storing into a damaged file spreads the damage.
-    integrity::check_connection(&conn, path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let settings = plantd_sqlite_util::WriterSettings {
+        synchronous: "NORMAL",
+        // Events and metrics say a lot about a plant: nobody else's to read.
+        private: true,
+    };
+    let mut conn = open_writer(path, settings).map_err(|e| match e {
+        OpenError::Integrity(e) => StoreError::Integrity(e),
+        OpenError::Sqlite(e) => StoreError::Sqlite(e),
+        other => StoreError::Open(other),
+    })?;
     migrations::migrate(&mut conn)?;
     Ok(conn)
 }
@@ -283,14 +283,7 @@ impl Readers {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => {
-                let conn = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                conn.busy_timeout(BUSY_TIMEOUT)?;
-                conn
-            }
+            None => open_reader(&self.path)?,
         };
         let result = f(&conn);
         self.idle

@@ -104,6 +104,18 @@ pub enum StoreError {
     Closed,
 }
 
+impl From<plantd_sqlite_util::OpenError> for StoreError {
+    fn from(e: plantd_sqlite_util::OpenError) -> Self {
+        use plantd_sqlite_util::OpenError;
+        match e {
+            OpenError::Io { context, source } => StoreError::Io { context, source },
+            OpenError::Integrity(e) => StoreError::Integrity(e),
+            OpenError::Sqlite(e) => StoreError::Sqlite(e),
+            not_wal @ OpenError::NotWal { .. } => StoreError::Commit(not_wal.to_string()),
+        }
+    }
+}
+
 impl StoreError {
     /// True when the database itself failed (I/O, full disk, corruption), not the request: the
     /// errors that make a write fail with `STORAGE_ERROR`.

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use plantd_sqlite_util::{integrity, DatabaseCheck};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use plantd_sqlite_util::{open_reader, open_writer, DatabaseCheck, WriterSettings};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{changes_of, now_ms, Durability, StoreError, StoreOptions, WriteOp, WriteReceipt};
@@ -61,27 +61,12 @@ impl SqliteStore {
     /// writer thread.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                context: format!("cannot create directory {}", parent.display()),
-                source,
-            })?;
-        }
-        let mut conn = Connection::open(&path)?;
-        // First of all: another process opening the same file may hold a lock for a moment.
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // Before anything writes to it: serving from a damaged file spreads the damage.
-        integrity::check_connection(&conn, &path)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Commit(format!(
-                "cannot switch {} to WAL (journal_mode is {mode})",
-                path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", options.durability.pragma())?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let settings = WriterSettings {
+            synchronous: options.durability.pragma(),
+            // Services keep what they like in their scopes: nobody else's to read.
+            private: true,
+        };
+        let mut conn = open_writer(&path, settings)?;
         migrations::migrate(&mut conn)?;
         if options.max_db_bytes > 0 {
             let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
@@ -256,16 +241,6 @@ impl SqliteStore {
         }
         result
     }
-}
-
-fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "query_only", "ON")?;
-    Ok(conn)
 }
 
 fn scope_exists(conn: &Connection, scope: &str) -> Result<bool, StoreError> {
