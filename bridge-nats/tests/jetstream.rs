@@ -1,6 +1,6 @@
 //! Issue 17, test 3, with JetStream: two sites bridged both ways through a stream. What A
 //! publishes while bridge B is down is delivered to B's bus when B comes back (its durable
-//! consumer), exactly once; what A publishes while NATS is down is held in A's bounded queue
+//! consumer), exactly once; what A publishes while NATS is down is held in A's ack window and queue
 //! and delivered after NATS restarts (the stream is on disk); nothing loops.
 
 mod common;
@@ -84,22 +84,23 @@ fn jetstream_delivers_what_was_published_while_a_bridge_or_nats_was_down() {
     wait_until("both bridges see NATS down", || {
         connected(&bridge_a) == 0.0 && connected(&bridge_b) == 0.0
     });
-    const WHILE_NATS_DOWN: usize = 10;
+    // More than the exporter's ack window (256): some wait in the window, the rest in the queue.
+    const WHILE_NATS_DOWN: usize = 600;
     for i in 0..WHILE_NATS_DOWN {
         pub_a
-            .publish(&format!("org.plantd.metric.held.{i:02}"), b"kept")
+            .publish(&format!("org.plantd.metric.held.{i:03}"), b"kept")
             .unwrap();
     }
     pub_a
         .publish("org.plantd.metric.sentinel.2", b"end")
         .unwrap();
-    wait_until("A has the outage's messages queued", || {
-        bridge_a.metric("plantd_bridge_nats_pending", &[]) >= 1.0
+    wait_until("A holds all of the outage's messages", || {
+        bridge_a.metric("plantd_bridge_nats_pending", &[]) >= (WHILE_NATS_DOWN + 1) as f64
     });
     nats.restart();
     let seen = collect_until(&sub_b, "org.plantd.metric.sentinel.2");
     let expected: Vec<String> = (0..WHILE_NATS_DOWN)
-        .map(|i| format!("org.plantd.metric.held.{i:02}"))
+        .map(|i| format!("org.plantd.metric.held.{i:03}"))
         .collect();
     assert_eq!(count(&seen, "org.plantd.metric.held."), expected);
     let dropped = bridge_a.metric(
