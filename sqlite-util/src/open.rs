@@ -69,14 +69,7 @@ pub fn open_writer(path: &Path, settings: WriterSettings) -> Result<Connection, 
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Before anything writes to it: serving from a damaged file spreads the damage.
     integrity::check_connection(&conn, path)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::NotWal {
-            path: path.to_owned(),
-            mode,
-        });
-    }
+    switch_to_wal(&conn, path)?;
     conn.pragma_update(None, "synchronous", settings.synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
@@ -92,6 +85,33 @@ pub fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "query_only", "ON")?;
     Ok(conn)
+}
+
+/// Puts the file in WAL mode. The switch needs the file to itself for a moment, and SQLite does
+/// not wait for that the way `busy_timeout` waits for ordinary locks: with another process
+/// opening the same fresh file (two state services sharing it) the pragma fails with "database
+/// is locked" or leaves the mode unchanged. So it is tried again, up to [`BUSY_TIMEOUT`].
+fn switch_to_wal(conn: &Connection, path: &Path) -> Result<(), OpenError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let tried = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0));
+        let retry = match tried {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => OpenError::NotWal {
+                path: path.to_owned(),
+                mode,
+            },
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                OpenError::Sqlite(e)
+            }
+            Err(e) => return Err(OpenError::Sqlite(e)),
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(retry);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Creates `path` with mode 0600 unless it exists.
@@ -140,6 +160,34 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 0);
         assert!(reader.execute("INSERT INTO t VALUES (1)", []).is_err());
+    }
+
+    #[test]
+    fn processes_opening_one_fresh_file_at_once_all_get_wal() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("shared.db");
+            let barrier = std::sync::Barrier::new(4);
+            std::thread::scope(|s| {
+                let openers: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            let settings = WriterSettings {
+                                synchronous: "NORMAL",
+                                private: true,
+                            };
+                            let conn = open_writer(&path, settings).map_err(|e| e.to_string())?;
+                            crate::migrations::migrate(&mut { conn }, &["CREATE TABLE t (x);"])
+                                .map_err(|e| e.to_string())
+                        })
+                    })
+                    .collect();
+                for opener in openers {
+                    assert_eq!(opener.join().unwrap(), Ok(1), "round {round}");
+                }
+            });
+        }
     }
 
     #[test]
