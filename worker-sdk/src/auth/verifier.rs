@@ -54,6 +54,9 @@ struct Inner {
     changes_received: AtomicU64,
     /// The last notice read from identity's log; held while catching up (one at a time).
     notice_seq: Mutex<u64>,
+    /// Its value after the last catch-up, for [`stats`](TokenVerifier::stats), which must not
+    /// wait for a catch-up's round trip.
+    notice_seq_seen: AtomicU64,
     notices_caught_up: AtomicU64,
 }
 
@@ -116,6 +119,7 @@ impl TokenVerifier {
                 revocations_received: AtomicU64::new(0),
                 changes_received: AtomicU64::new(0),
                 notice_seq: Mutex::new(0),
+                notice_seq_seen: AtomicU64::new(0),
                 notices_caught_up: AtomicU64::new(0),
             }),
         }
@@ -279,6 +283,7 @@ impl TokenVerifier {
                 break;
             }
         }
+        self.inner.notice_seq_seen.store(*seq, Ordering::Relaxed);
         self.inner
             .notices_caught_up
             .fetch_add(news as u64, Ordering::Relaxed);
@@ -303,7 +308,7 @@ impl TokenVerifier {
             revocations_received: self.inner.revocations_received.load(Ordering::Relaxed),
             changes_received: self.inner.changes_received.load(Ordering::Relaxed),
             notices_caught_up: self.inner.notices_caught_up.load(Ordering::Relaxed),
-            notice_seq: *self.inner.notice_seq.lock().unwrap(),
+            notice_seq: self.inner.notice_seq_seen.load(Ordering::Relaxed),
         }
     }
 
