@@ -339,12 +339,11 @@ async fn export_to_jetstream(
                 Err(_) => break,
             }
         }
-        // Publish, in order, what has no ack yet.
+        // Publish, in order, what has no ack yet: always a suffix of the window, since messages
+        // are published in order and a failure resets every ack.
         let mut failure = None;
-        for (index, entry) in window.iter_mut().enumerate() {
-            if entry.ack.is_some() {
-                continue;
-            }
+        let published = window.partition_point(|e| e.ack.is_some());
+        for (index, entry) in window.iter_mut().enumerate().skip(published) {
             wait_connected(&client, &shared.shutdown).await;
             if shared.shutdown.is_cancelled() {
                 return Ok(());
